@@ -1,0 +1,1 @@
+"""Streaming byte pipeline: composable readers, decompression by magic, progress."""

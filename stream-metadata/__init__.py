@@ -1,0 +1,1 @@
+"""nestos_stream: the NestOS stream metadata format (parse, validate, select artifacts)."""

@@ -1,0 +1,1 @@
+"""Test helpers: real local servers, real gpg keys, loop devices, capability probes."""
