@@ -1,0 +1,311 @@
+"""The privileged surface of the installer: block-device ioctls, exclusive opens, partition
+nodes, private mounts and partition-table wipes.
+
+The only installer module that uses fcntl/ioctls or mounts. Decisions are made elsewhere; this
+module executes them and reports who holds a busy disk.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import stat
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, TypeVar
+
+from nestos_installer import run
+from nestos_installer.errors import NestosError, TargetBusy, TargetError
+
+BLKRRPART = 0x125F
+BLKSSZGET = 0x1268
+BLKGETSIZE64 = 0x80081272
+BLKFLSBUF = 0x1261
+MIB = 1 << 20
+
+T = TypeVar("T")
+
+
+@dataclass
+class Target:
+    """An exclusively opened destination disk."""
+
+    path: str  # canonical /dev path
+    given: str  # what the user named (e.g. a /dev/disk/by-id link)
+    fd: int
+    size: int
+    sector_size: int
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+    def release_exclusive(self) -> None:
+        """Keep the disk open but drop O_EXCL, so that the kernel lets us mount one of its
+        partitions (a mount claims the partition, which an exclusive holder of the whole
+        disk blocks)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        os.close(self.fd)
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def canonical_device(path: str) -> str:
+    """Resolve symlinks (/dev/disk/by-id/...) and require a block device."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError as e:
+        raise TargetError(f"{path} does not exist") from e
+    if not stat.S_ISBLK(st.st_mode):
+        raise TargetError(f"{path} is not a block device")
+    return real
+
+
+def _sysfs_name(dev: str) -> str:
+    st = os.stat(dev)
+    link = Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    return link.resolve().name
+
+
+def partitions_of(dev: str) -> List[str]:
+    """The /dev nodes of the partitions the kernel knows for disk `dev` (sysfs order)."""
+    name = _sysfs_name(dev)
+    base = Path("/sys/class/block") / name
+    parts = []
+    for child in sorted(base.iterdir()) if base.is_dir() else []:
+        if (child / "partition").exists():
+            parts.append((int((child / "partition").read_text()), f"/dev/{child.name}"))
+    return [p for _, p in sorted(parts)]
+
+
+def _mounts() -> Dict[str, List[str]]:
+    """major:minor -> mount points, from /proc/self/mountinfo."""
+    result: Dict[str, List[str]] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            result.setdefault(fields[2], []).append(fields[4].replace("\\040", " "))
+    return result
+
+
+def _swaps() -> List[str]:
+    lines = Path("/proc/swaps").read_text().splitlines()[1:]
+    return [os.path.realpath(line.split()[0]) for line in lines if line.split()]
+
+
+def busy_report(dev: str) -> List[str]:
+    """Lines naming who holds `dev` or its partitions: mounts, swap, holders (dm, md...)."""
+    mounts = _mounts()
+    swaps = _swaps()
+    lines: List[str] = []
+    for node in [dev, *partitions_of(dev)]:
+        st = os.stat(node)
+        key = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        for mp in mounts.get(key, []):
+            lines.append(f"{node} mounted on {mp}")
+        if node in swaps:
+            lines.append(f"{node} is swap device")
+        holders = Path("/sys/class/block") / _sysfs_name(node) / "holders"
+        for h in sorted(holders.iterdir()) if holders.is_dir() else []:
+            lines.append(f"{node} in use by /dev/{h.name}")
+    return lines
+
+
+def root_disks() -> List[str]:
+    """Canonical disks that hold a mounted filesystem of this system's `/`."""
+    st = os.stat("/")
+    name = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
+    if not name.exists():
+        return []
+    real = name.resolve()
+    disk = real.parent.name if (real / "partition").exists() else real.name
+    return [f"/dev/{disk}"]
+
+
+def open_target(path: str) -> Target:
+    """Open the destination disk read-write and exclusively, or say who holds it."""
+    dev = canonical_device(path)
+    if (Path("/sys/class/block") / _sysfs_name(dev) / "partition").exists():
+        raise TargetError(f"{path} is a partition, not a whole disk",
+                          hint="give the disk itself, e.g. /dev/sda rather than /dev/sda1")
+    try:
+        fd = os.open(dev, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise TargetError(f"opening {dev}") from e
+        holders = busy_report(dev)
+        detail = "; ".join(holders) if holders else "held by another program"
+        raise TargetBusy(f"found busy partitions on {dev}: {detail}", holders,
+                         hint="unmount those filesystems / stop what holds them first") from e
+    try:
+        buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
+        size = struct.unpack("Q", buf)[0]
+        sector = struct.unpack("i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))[0]
+    except OSError as e:
+        os.close(fd)
+        raise TargetError(f"querying size of {dev}") from e
+    return Target(path=dev, given=path, fd=fd, size=size, sector_size=sector)
+
+
+def reread_partitions(target: Target, *, expect_partitions: bool = True,
+                      timeout: float = 10.0) -> List[str]:
+    """Make the kernel see the new partition table and wait for the /dev nodes.
+
+    BLKRRPART first; when the kernel finds no partitions (no GPT parser, or a loop device
+    without partscan) fall back to BLKPG through `partx`, which parses the table in user space.
+    Never depends on udev: devtmpfs creates the nodes.
+    """
+    try:
+        fcntl.ioctl(target.fd, BLKRRPART)
+    except OSError:
+        pass  # EINVAL on loop devices without partscan; partx below covers it
+    parts = partitions_of(target.path)
+    if not parts and expect_partitions:
+        run.require_tool("partx", "add partition nodes when the kernel does not parse GPT")
+        # -u updates known ones; -a adds the rest. Both are idempotent enough to run in turn.
+        run.run(["partx", "-u", target.path], check=False)
+        run.run(["partx", "-a", target.path], check=False)
+        parts = partitions_of(target.path)
+    deadline = time.monotonic() + timeout
+    while any(not os.path.exists(p) for p in parts):
+        if time.monotonic() > deadline:
+            missing = [p for p in parts if not os.path.exists(p)]
+            raise TargetError(f"partition nodes did not appear: {', '.join(missing)}")
+        time.sleep(0.05)
+    return parts
+
+
+def drop_partitions(target: Target) -> None:
+    """Remove the kernel's partition nodes of the target (after a wipe)."""
+    try:
+        fcntl.ioctl(target.fd, BLKRRPART)
+    except OSError:
+        pass
+    if partitions_of(target.path):
+        run.run(["partx", "-d", target.path], check=False)
+
+
+def probe(dev: str) -> Dict[str, str]:
+    """Filesystem facts of one device from blkid's low-level probe (no cache, no udev)."""
+    proc = run.run(["blkid", "-p", "-o", "export", dev], check=False,
+                   reason="find the boot filesystem by its label")
+    facts: Dict[str, str] = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            facts[key] = value
+    return facts
+
+
+def find_by_label(partitions: List[str], label: str, disk: str) -> tuple[str, str]:
+    """The single partition carrying filesystem `label`, with its filesystem type."""
+    found = [(p, probe(p)) for p in partitions]
+    matches = [(p, f.get("TYPE", "")) for p, f in found if f.get("LABEL") == label]
+    if not matches:
+        raise TargetError(f"couldn't find boot device for {disk}")
+    if len(matches) > 1:
+        raise TargetError(f'found multiple devices on {disk} with label "{label}"')
+    dev, fstype = matches[0]
+    if not fstype:
+        raise TargetError(f"couldn't determine filesystem type of {dev}")
+    return dev, fstype
+
+
+_CLONE_NEWNS = 0x00020000
+_MS_REC = 0x4000
+_MS_PRIVATE = 1 << 18
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _enter_private_namespace() -> None:
+    libc = _libc()
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"making / private: {os.strerror(err)}")
+
+
+def with_mounted(dev: str, fstype: str, fn: Callable[[Path], T]) -> T:
+    """Mount `dev` in a private mount namespace, call fn(mountpoint), unmount (retried).
+
+    The namespace belongs to a dedicated thread (unshare affects only the calling task), so
+    the mount is invisible to the rest of the system and to the rest of this process.
+    """
+    box: Dict[str, object] = {}
+
+    def body() -> None:
+        try:
+            _enter_private_namespace()
+            mnt = tempfile.mkdtemp(prefix="nestos-installer-")
+            try:
+                run.run(["mount", "-t", fstype, dev, mnt], reason="mount the boot partition")
+                try:
+                    box["result"] = fn(Path(mnt))
+                finally:
+                    for attempt in range(20):
+                        if run.run(["umount", mnt], check=False).returncode == 0:
+                            break
+                        time.sleep(0.1)
+                    else:
+                        raise TargetError(f"unmounting {dev} from {mnt} failed")
+            finally:
+                os.rmdir(mnt)
+        except BaseException as e:  # handed to the calling thread
+            box["error"] = e
+
+    t = threading.Thread(target=body, name="nestos-boot-mount")
+    t.start()
+    t.join()
+    if "error" in box:
+        err = box["error"]
+        assert isinstance(err, BaseException)
+        raise err
+    return box["result"]  # type: ignore[return-value]
+
+
+def wipe_partition_table(target: Target) -> None:
+    """Leave the disk unbootable and empty: zero the first MiB (boot code, primary GPT), then
+    write a blank GPT whose backup header sits at the disk's real end (so no stale backup GPT
+    of an earlier install can be picked up by firmware)."""
+    from nestos_installer import gpt  # deferred: gpt pulls in pyparted
+
+    target.pwrite(b"\0" * min(MIB, target.size), 0)
+    target.fsync()
+    gpt.write_blank(target.path)
+    target.fsync()
+    try:
+        fcntl.ioctl(target.fd, BLKFLSBUF)
+    except OSError:
+        pass
+
+
+def require_not_root_disk(dev: str) -> None:
+    if dev in root_disks():
+        raise TargetBusy(f"{dev} holds the running system's root filesystem", [f"{dev} holds /"])
+
+
+class MountError(NestosError):
+    pass

@@ -1,0 +1,78 @@
+"""Ignition configs for the installed system: validate up front, write config.ign (0600 in a
+0700 directory), copy NetworkManager keyfiles. Never logs a config's contents.
+
+Imports `errors` and `verify` (for IgnitionHash) only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from nestos_installer.errors import ConfigError, TargetError
+from nestos_installer.verify import IgnitionHash
+
+SUPPORTED_MAJOR = 3
+
+
+def validate(data: bytes, source: str) -> None:
+    """JSON object with a 3.x `ignition.version` (newer minor versions pass, as upstream)."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"parsing specified Ignition config {source}: not valid JSON") from e
+    if not isinstance(doc, dict):
+        raise ConfigError(f"parsing specified Ignition config {source}: not a JSON object")
+    ign = doc.get("ignition")
+    version = ign.get("version") if isinstance(ign, dict) else None
+    if not isinstance(version, str):
+        raise ConfigError(
+            f"parsing specified Ignition config {source}: missing ignition.version",
+            hint="an Ignition config needs {\"ignition\": {\"version\": \"3.x.0\"}}; "
+            "convert Butane with `butane` first")
+    major = version.split(".", 1)[0]
+    if major != str(SUPPORTED_MAJOR):
+        raise ConfigError(
+            f"parsing specified Ignition config {source}: unsupported version {version!r}",
+            hint="NestOS needs an Ignition spec 3.x config")
+
+
+def write_config(boot: Path, data: bytes, expected: Optional[IgnitionHash]) -> None:
+    """Write boot/ignition/config.ign exclusively with mode 0600 (directory 0700)."""
+    if expected is not None:
+        expected.verify(data)
+    d = boot / "ignition"
+    if not d.exists():
+        os.mkdir(d, 0o700)
+    os.chmod(d, 0o700)
+    path = d / "config.ign"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError as e:
+        raise TargetError(f"{path.name} already exists on the boot partition") from e
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+NETWORK_DIR_NAME = "nestos-firstboot-network"
+
+
+def copy_network(boot: Path, source: Path, say: Callable[[str], None]) -> List[str]:
+    """Copy every regular file directly in `source` to boot/nestos-firstboot-network/."""
+    dest = boot / NETWORK_DIR_NAME
+    dest.mkdir(mode=0o700, exist_ok=True)
+    copied = []
+    for entry in sorted(source.iterdir()):
+        if entry.is_file() and not entry.is_symlink():
+            say(f"Copying {entry} to installed system")
+            target = dest / entry.name
+            shutil.copyfile(entry, target)
+            os.chmod(target, 0o600)
+            copied.append(entry.name)
+    return copied

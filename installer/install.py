@@ -1,0 +1,264 @@
+"""The `install` verb: resolve and check everything, stream the verified image onto the
+target (first MiB last), then edit the `boot` filesystem; on failure wipe the partition table.
+
+Orchestration only: the concepts live in source, writer, gpt, bootconfig, ignition, blockdev.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from nestos_installer import blockdev, bootconfig, gpt, ignition, source, writer
+from nestos_installer.errors import (
+    ConfigError,
+    FetchError,
+    HashMismatch,
+    InstallFailed,
+    NestosError,
+    TargetError,
+    UsageError,
+)
+from nestos_installer.fetch import Fetcher, FetchRetries, check_url
+from nestos_installer.pipeline.decompress import decompressed
+from nestos_installer.pipeline.progress import Progress, ProgressMode
+from nestos_installer.pipeline.readers import TeeReader
+from nestos_installer.verify import IgnitionHash, Keyring, SignatureVerifier
+
+Say = Callable[[str], None]
+DEFAULT_NETWORK_DIR = Path("/etc/NetworkManager/system-connections/")
+
+
+@dataclass(frozen=True)
+class InstallConfig:
+    dest_device: str
+    image_file: Optional[Path] = None
+    image_url: Optional[str] = None
+    stream: Optional[str] = None
+    stream_base_url: Optional[str] = None
+    architecture: str = "x86_64"
+    platform: Optional[str] = None
+    offline: bool = False
+    ignition_file: Optional[Path] = None
+    ignition_url: Optional[str] = None
+    ignition_hash: Optional[IgnitionHash] = None
+    ignition_ca: Tuple[Path, ...] = ()
+    insecure_ignition: bool = False
+    firstboot_args: Optional[str] = None
+    append_karg: Tuple[str, ...] = ()
+    delete_karg: Tuple[str, ...] = ()
+    console: Tuple[bootconfig.Console, ...] = ()
+    copy_network: bool = False
+    network_dir: Path = DEFAULT_NETWORK_DIR
+    save: gpt.PartitionFilter = field(default_factory=gpt.PartitionFilter)
+    insecure: bool = False
+    keyrings: Tuple[Path, ...] = ()
+    preserve_on_error: bool = False
+    fetch_retries: FetchRetries = field(default_factory=lambda: FetchRetries(0))
+    progress: ProgressMode = ProgressMode.AUTO
+
+    @property
+    def boot_edits(self) -> bootconfig.BootEdits:
+        return bootconfig.BootEdits(platform=self.platform, consoles=self.console,
+                                    append=self.append_karg, delete=self.delete_karg,
+                                    firstboot_args=self.firstboot_args)
+
+
+def load_ignition(cfg: InstallConfig, fetcher: Fetcher) -> Optional[bytes]:
+    """Read (or fetch) and validate the Ignition config before the disk is touched."""
+    if cfg.ignition_file is not None:
+        try:
+            data = cfg.ignition_file.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"opening source Ignition config {cfg.ignition_file}") from e
+        src = str(cfg.ignition_file)
+    elif cfg.ignition_url is not None:
+        url = check_url(cfg.ignition_url)
+        if url.startswith("http:") and cfg.ignition_hash is None and not cfg.insecure_ignition:
+            raise UsageError("refusing to fetch Ignition config over HTTP without "
+                             "--ignition-hash or --insecure-ignition")
+        data = fetcher.get_bytes(url, max_size=64 << 20, what="Ignition config")
+        src = url
+    else:
+        return None
+    ignition.validate(data, src)
+    if cfg.ignition_hash is not None:
+        cfg.ignition_hash.verify(data)  # checked up front: a mismatch must not cost a disk
+    return data
+
+
+def _check_ca(paths: Sequence[Path]) -> None:
+    from cryptography import x509
+
+    for p in paths:
+        try:
+            certs = x509.load_pem_x509_certificates(p.read_bytes())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"reading CA certificate bundle {p}") from e
+        if not certs:
+            raise ConfigError(f"no PEM certificate found in {p}")
+
+
+def _make_fetcher(cfg: InstallConfig) -> Fetcher:
+    ca: Optional[Path] = None
+    if cfg.ignition_ca:
+        _check_ca(cfg.ignition_ca)
+        if len(cfg.ignition_ca) == 1:
+            ca = cfg.ignition_ca[0]
+        else:
+            fd, name = tempfile.mkstemp(prefix="nestos-installer-ca-")
+            with os.fdopen(fd, "wb") as f:
+                for p in cfg.ignition_ca:
+                    f.write(p.read_bytes() + b"\n")
+            ca = Path(name)
+    return Fetcher(cfg.fetch_retries, ca_bundle=ca)
+
+
+def _open_source(cfg: InstallConfig, fetcher: Fetcher, sector: int, say: Say) -> source.ImageSource:
+    given = [x for x in (cfg.image_file, cfg.image_url, cfg.stream) if x]
+    if len(given) > 1:
+        raise UsageError("give only one of --image-file, --image-url and --stream")
+    if cfg.image_file is not None:
+        return source.open_file(cfg.image_file, cfg.insecure, say)
+    if cfg.image_url is not None:
+        return source.open_url(fetcher, cfg.image_url, cfg.insecure, say)
+    if cfg.offline:
+        raise UsageError("cannot perform offline install; metadata missing",
+                         hint="give --image-file with a local image")
+    fmt = "4k.raw.xz" if sector == 4096 else "raw.xz"
+    spec = source.SourceSpec(stream=cfg.stream or "2403-LTS",
+                             stream_base_url=cfg.stream_base_url,
+                             architecture=cfg.architecture, format=fmt)
+    return source.open_stream(fetcher, spec, cfg.insecure, say)
+
+
+def install(cfg: InstallConfig, say: Say) -> None:
+    """Install per `cfg`. Raises a NestosError; InstallFailed once the disk was written."""
+    for c in (cfg.copy_network and [cfg.network_dir] or []):
+        if not c.is_dir():
+            raise ConfigError(f"network directory {c} does not exist")
+    fetcher = _make_fetcher(cfg)
+    with ExitStack() as stack:
+        stack.callback(fetcher.close)
+        ign = load_ignition(cfg, fetcher)
+        target = blockdev.open_target(cfg.dest_device)
+        stack.callback(target.close)
+        blockdev.require_not_root_disk(target.path)
+        if target.path != cfg.dest_device:
+            say(f"Installing to {target.path} ({cfg.dest_device})")
+        saved = gpt.select_saved(gpt.read_table(target.path) if cfg.save else None, cfg.save,
+                                 target.sector_size)
+        src = _open_source(cfg, fetcher, target.sector_size, say)
+        stack.callback(src.close)
+        limit = gpt.first_saved_offset(saved, target.sector_size) or target.size
+        if src.image_size is not None and src.image_size > limit:
+            raise TargetError(
+                f"image ({src.image_size} bytes) is larger than {target.path} "
+                f"({limit} bytes usable); nothing was written", hint="use a bigger disk")
+        for entry in saved:
+            say(f'Saving partition {entry.index} ("{entry.name}")')
+        try:
+            _write(cfg, target, src, saved, limit, ign, say)
+        except (NestosError, OSError) as e:
+            _fail(cfg, target, saved, say, e)
+            raise InstallFailed("install failed") from e
+    say("Install complete.")
+
+
+def _fail(cfg: InstallConfig, target: blockdev.Target, saved: List[gpt.PartitionEntry],
+          say: Say, err: BaseException) -> None:
+    say(f"\nError: {err}\n")
+    if cfg.preserve_on_error:
+        say("Preserving partition table as requested")
+        return
+    say("Resetting partition table")
+    try:
+        blockdev.wipe_partition_table(target)
+        if saved:
+            gpt.restore(target.path, [(e.index, e) for e in saved], fresh=True)
+        target.fsync()
+        blockdev.drop_partitions(target)
+    except (NestosError, OSError) as e2:
+        say(f"Error: could not reset the partition table of {target.path}: {e2}")
+
+
+def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
+           saved: List[gpt.PartitionEntry], limit: int, ign: Optional[bytes], say: Say) -> None:
+    # Until verification passed, the disk carries only a blank table (or the saved
+    # partitions), never a bootable first MiB.
+    blockdev.drop_partitions(target)
+    blockdev.wipe_partition_table(target)
+    if saved:
+        gpt.restore(target.path, [(e.index, e) for e in saved], fresh=True)
+    target.fsync()
+    keyring = Keyring.default(cfg.keyrings)
+    sha = hashlib.sha256()
+    with ExitStack() as stack:
+        verifier = None
+        if src.signature is not None:
+            verifier = stack.enter_context(SignatureVerifier(src.signature, keyring))
+        progress = stack.enter_context(Progress("image", src.length, cfg.progress))
+        sinks = [progress.on_chunk, sha.update]
+        if verifier is not None:
+            sinks.insert(0, verifier.feed)
+        raw = TeeReader(src.reader, sinks)
+        with decompressed(raw) as image:
+            head = writer.stream_image(image, target, limit=limit,
+                                       sector_size=target.sector_size,
+                                       limit_error=_limit_error(saved, target, limit))
+        if verifier is not None:
+            verified = verifier.finish()
+            say(f"Verified signature of {src.name} by {verified.username or verified.key_id}")
+        if src.sha256 and sha.hexdigest() != src.sha256.lower():
+            raise HashMismatch(f"sha256 mismatch for {src.name}: computed {sha.hexdigest()} "
+                               f"but the stream says {src.sha256}")
+    target.fsync()
+    writer.commit_head(target, head)
+    if saved:
+        image_indexes = [1, 2, 3, 4]
+        table = gpt.read_table(target.path)
+        if table is not None:
+            image_indexes = [e.index for e in table.entries]
+        moves = gpt.renumber(image_indexes, saved)
+        for new, e in moves:
+            say(f'Saving partition {e.index} ("{e.name}") to new partition {new}')
+        gpt.restore(target.path, moves, fresh=False)
+    target.fsync()
+    parts = blockdev.reread_partitions(target)
+    if ign is not None or cfg.boot_edits or cfg.copy_network:
+        dev, fstype = blockdev.find_by_label(parts, "boot", target.path)
+        target.release_exclusive()
+        blockdev.with_mounted(dev, fstype, lambda boot: _postprocess(cfg, boot, ign, say))
+    target.fsync()
+
+
+def _limit_error(saved: List[gpt.PartitionEntry], target: blockdev.Target, limit: int):  # type: ignore[no-untyped-def]
+    if not saved:
+        return None
+    first = min(saved, key=lambda e: e.start)
+
+    def make(offset: int) -> Exception:
+        return TargetError(f'collision with partition {first.index} ("{first.name}") '
+                           f"at offset {first.start * target.sector_size}")
+    return make
+
+
+def _postprocess(cfg: InstallConfig, boot: Path, ign: Optional[bytes], say: Say) -> None:
+    if ign is not None:
+        say("Writing Ignition config")
+        ignition.write_config(boot, ign, None)
+    if cfg.boot_edits:
+        bootconfig.apply(boot, cfg.boot_edits, say)
+    if cfg.copy_network:
+        say(f"Copying networking configuration from {cfg.network_dir}")
+        ignition.copy_network(boot, cfg.network_dir, say)
+    os.sync()
+
+
+def fetch_error_hint(e: FetchError) -> str:
+    return "check the URL and the network, or raise --fetch-retries"
