@@ -1,0 +1,404 @@
+"""Decompression chosen by magic bytes (gzip, xz, zstd, none), streamed, refusing trailing data.
+
+The input must be consumed to EOF exactly once, because the caller tees it into the signature
+verifier. External decoders (`xz -T0`, `zstd`) go through `run.spawn`; no subprocess here.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import lzma
+import threading
+import zlib
+from contextlib import contextmanager
+from typing import IO, Callable, Iterator, List, Optional, Union
+
+from nestos_installer.errors import CommandFailed, ImageFormatError, NestosError
+from nestos_installer.pipeline.readers import BUFSIZE, BytesReader, PeekReader, Reader, read_all
+from nestos_installer.run import PIPE, have_tool, output, spawn
+
+log = logging.getLogger(__name__)
+
+TRAILING = "found trailing data after compressed stream"
+GZIP_MAGIC = b"\x1f\x8b"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = 0xFD2FB528
+SNIFF_LEN = 6
+XZ_MT_VERSION = 50040000  # xz >= 5.4.0 decompresses multi-block files in parallel
+
+
+class Compression(enum.Enum):
+    NONE = "none"
+    GZIP = "gzip"
+    XZ = "xz"
+    ZSTD = "zstd"
+
+    @classmethod
+    def sniff(cls, head: bytes) -> Compression:
+        """The format announced by the first bytes of a stream (never by a file name)."""
+        if head.startswith(GZIP_MAGIC):
+            return cls.GZIP
+        if head.startswith(XZ_MAGIC):
+            return cls.XZ
+        if len(head) >= 4:
+            magic = int.from_bytes(head[:4], "little")
+            if magic == ZSTD_MAGIC or 0x184D2A50 <= magic <= 0x184D2A5F:
+                return cls.ZSTD
+        return cls.NONE
+
+
+@functools.cache
+def xz_supports_threads() -> bool:
+    """True when an `xz` >= 5.4 (parallel decompression) is on PATH."""
+    if not have_tool("xz"):
+        return False
+    try:
+        text = output(["xz", "--robot", "--version"], timeout=30)
+    except NestosError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("XZ_VERSION="):
+            try:
+                return int(line.split("=", 1)[1]) >= XZ_MT_VERSION
+            except ValueError:
+                return False
+    return False
+
+
+class _Decoder:
+    """Base of the readers yielded by `decompressed`: EOF bookkeeping and the exit checks."""
+
+    def __init__(self) -> None:
+        self.eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            everything: bytes = read_all(self)
+            return everything
+        if n == 0 or self.eof:
+            return b""
+        chunk = self._read(min(n, BUFSIZE))
+        if not chunk:
+            self._finish()
+            self.eof = True
+        return chunk
+
+    def _read(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        """Called once at the end of the decompressed data; raises if the input was not clean."""
+
+    def close(self) -> None:
+        """Normal exit from the with-block: the consumer must have read to EOF."""
+        if not self.eof and self.read(1):
+            self.abort()
+            raise NestosError("internal error: decompressed image was not read to the end")
+
+    def abort(self) -> None:
+        """Stop early (the consumer raised); release processes and threads."""
+
+
+class _Passthrough(_Decoder):
+    def __init__(self, source: Reader) -> None:
+        super().__init__()
+        self.source = source
+
+    def _read(self, n: int) -> bytes:
+        chunk: bytes = self.source.read(n)
+        return chunk
+
+
+class _InProcess(_Decoder):
+    """gzip (zlib, multi-member) or xz (stdlib lzma, concatenated streams + padding)."""
+
+    def __init__(self, source: Reader, kind: Compression) -> None:
+        super().__init__()
+        self.source = source
+        self.kind = kind
+        self._d: Union[lzma.LZMADecompressor, zlib._Decompress] = self._new()
+        self._pending = b""  # input bytes not yet given to the current decompressor
+
+    def _new(self) -> Union[lzma.LZMADecompressor, zlib._Decompress]:
+        if self.kind is Compression.XZ:
+            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        return zlib.decompressobj(wbits=31)
+
+    def _read(self, n: int) -> bytes:
+        while True:
+            d = self._d
+            if isinstance(d, lzma.LZMADecompressor):
+                if d.eof:
+                    if not self._next_member(d.unused_data):
+                        return b""
+                    continue
+                data = b""
+                if d.needs_input:
+                    data = self._pending or self.source.read(BUFSIZE)
+                    self._pending = b""
+                    if not data:
+                        raise ImageFormatError("xz: compressed stream is truncated")
+                try:
+                    out = d.decompress(data, n)
+                except lzma.LZMAError as e:
+                    raise ImageFormatError("xz: compressed data is corrupt") from e
+            else:
+                if d.eof:
+                    if not self._next_member(d.unused_data):
+                        return b""
+                    continue
+                data = d.unconsumed_tail or self._pending or self.source.read(BUFSIZE)
+                self._pending = b""
+                try:
+                    out = d.decompress(data, n)
+                except zlib.error as e:
+                    raise ImageFormatError(f"gzip: compressed data is corrupt ({e})") from e
+                if not data and not out and not d.eof:
+                    raise ImageFormatError("gzip: compressed stream is truncated")
+            if out:
+                return out
+
+    def _next_member(self, rest: bytes) -> bool:
+        """After one stream/member ended: start the next one, or reach a clean EOF."""
+        magic = XZ_MAGIC if self.kind is Compression.XZ else GZIP_MAGIC
+        zeros = 0
+        while True:
+            if self.kind is Compression.XZ:
+                # xz stream padding: NUL bytes, a multiple of four, between or after streams.
+                stripped = rest.lstrip(b"\0")
+                zeros += len(rest) - len(stripped)
+                rest = stripped
+            if len(rest) >= len(magic) or (rest and not magic.startswith(rest)):
+                break
+            more = self.source.read(BUFSIZE)
+            if not more:
+                break
+            rest += more
+        if not rest and zeros % 4 == 0:
+            return False
+        if zeros % 4 or not rest.startswith(magic):
+            raise ImageFormatError(TRAILING)
+        self._d = self._new()
+        self._pending = rest
+        return True
+
+
+class _XzFooterScanner:
+    """Remembers where the last plausible xz Stream Footer ended in the raw input.
+
+    When the xz program fails, data after a complete stream means trailing garbage (xz itself
+    only says "corrupt" or "unexpected end"). A footer is `CRC32(4) size(4) 00 0X "YZ"` with the
+    CRC over the middle six bytes, so a false match is a 1-in-2^32 event per "YZ".
+    """
+
+    def __init__(self) -> None:
+        self.fed = 0
+        self.last_end: Optional[int] = None
+        self._after = b""  # the first bytes after that footer
+        self._tail = b""
+
+    def update(self, chunk: bytes) -> None:
+        if self.last_end is not None and len(self._after) < 64:
+            self._after += chunk[: 64 - len(self._after)]
+        found = None
+        if self._tail:
+            found = self._scan(self._tail + chunk[:11], self.fed - len(self._tail))
+        found = self._scan(chunk, self.fed) or found
+        if found is not None:
+            self.last_end = found
+            rel = found - self.fed  # may be negative: footer ended inside the previous chunk
+            if rel >= 0:
+                self._after = chunk[rel : rel + 64]
+            else:
+                self._after = (self._tail[rel:] + chunk)[:64]
+        self.fed += len(chunk)
+        self._tail = (self._tail + chunk[-11:])[-11:]
+
+    @staticmethod
+    def _scan(data: bytes, base: int) -> Optional[int]:
+        end = None
+        i = data.find(b"YZ", 10)
+        while i != -1:
+            if (
+                data[i - 2] == 0
+                and data[i - 1] < 16
+                and zlib.crc32(data[i - 6 : i]) == int.from_bytes(data[i - 10 : i - 6], "little")
+            ):
+                end = base + i + 2
+            i = data.find(b"YZ", i + 1)
+        return end
+
+    def trailing(self) -> bool:
+        """Data follows a complete stream and it is not the start of another xz stream."""
+        if self.last_end is None or self.fed <= self.last_end:
+            return False
+        return not self._after.lstrip(b"\0").startswith(XZ_MAGIC)
+
+
+class _Process(_Decoder):
+    """An external decoder fed from a thread; we read its stdout in large blocks."""
+
+    def __init__(
+        self,
+        argv: List[str],
+        source: Reader,
+        classify: Callable[[str], Optional[str]],
+        scanner: Optional[_XzFooterScanner] = None,
+    ) -> None:
+        super().__init__()
+        self.argv = argv
+        self.source = source
+        self.classify = classify
+        self.scanner = scanner
+        self.input_eof = False
+        self.feed_error: Optional[BaseException] = None
+        self._outcome: Optional[BaseException] = None
+        self._finished = False
+        self.proc = spawn(
+            argv, stdin=PIPE, stdout=PIPE, stderr=PIPE, reason=f"decompress the image ({argv[0]})"
+        )
+        stdout = self.proc.stdout
+        assert stdout is not None
+        self._stdout: IO[bytes] = stdout
+        self.feeder = threading.Thread(target=self._feed, name=f"{argv[0]}-feeder", daemon=True)
+        self.feeder.start()
+
+    def _feed(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            while True:
+                chunk = self.source.read(BUFSIZE)
+                if not chunk:
+                    self.input_eof = True
+                    break
+                if self.scanner is not None:
+                    self.scanner.update(chunk)
+                stdin.write(chunk)
+        except (BrokenPipeError, ValueError):
+            pass  # the decoder quit (or was killed): its exit status says why
+        except BaseException as e:  # re-raised in the consumer's thread by _finish
+            self.feed_error = e
+        finally:
+            try:
+                stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    def _read(self, n: int) -> bytes:
+        return self._stdout.read(n)
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._outcome = self._settle()
+        if self._outcome is not None:
+            raise self._outcome
+
+    def _settle(self) -> Optional[BaseException]:
+        rc = self.proc.wait()
+        self.feeder.join()
+        stderr = self.proc.stderr.read() if self.proc.stderr else b""
+        self._close_pipes()
+        if self.feed_error is not None:
+            return self.feed_error
+        if rc != 0:
+            text = stderr.decode(errors="replace").strip()
+            cause = CommandFailed(self.argv, rc, text)
+            if self.scanner is not None and self.scanner.trailing():
+                message = TRAILING
+            else:
+                message = self.classify(text) or f"{self.argv[0]}: {_last_line(text)}"
+            err: BaseException = ImageFormatError(message)
+            err.__cause__ = cause
+            return err
+        if not self.input_eof:
+            early: BaseException = ImageFormatError(f"{self.argv[0]} stopped before input EOF")
+            return early
+        return None
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        # The feeder's next write fails (EPIPE) and it exits; it can only hang inside a source
+        # read, which has its own timeouts. Never wait forever on it.
+        self.feeder.join(timeout=60)
+        if self.feeder.is_alive():
+            log.warning("decompressor feeder thread still blocked reading the source")
+        self._finished = True
+        self._close_pipes()
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "failed"
+
+
+def _classify_xz(text: str) -> Optional[str]:
+    if "Unexpected end of input" in text:
+        return "xz: compressed stream is truncated"
+    if "corrupt" in text:
+        return "xz: compressed data is corrupt"
+    return None
+
+
+def _classify_zstd(text: str) -> Optional[str]:
+    # The first frame's magic was sniffed already, so an unknown header is a later "frame".
+    if "unsupported format" in text or "unknown header" in text:
+        return TRAILING
+    if "premature end" in text or "truncated" in text:
+        return "zstd: compressed stream is truncated"
+    if "corrupt" in text.lower() or "checksum" in text.lower():
+        return "zstd: compressed data is corrupt"
+    return None
+
+
+@contextmanager
+def decompressed(
+    reader: Reader, *, threads: int = 0, use_cli: Optional[bool] = None
+) -> Iterator[Reader]:
+    """Yield a reader of the decompressed bytes of `reader`, format decided by magic bytes.
+
+    Read the yielded reader until b"" before leaving the block: reaching its end checks that the
+    input ended cleanly (no trailing data; input read to EOF) and raises ImageFormatError if not.
+    `threads` is xz's -T value (0 = all cores). `use_cli` forces (True) or forbids (False) the xz
+    program; None picks it when it can decompress in parallel.
+    """
+    peek = reader if isinstance(reader, PeekReader) else PeekReader(reader)
+    kind = Compression.sniff(peek.peek(SNIFF_LEN))
+    log.debug("image compression: %s", kind.value)
+    dec: _Decoder
+    if kind is Compression.NONE:
+        dec = _Passthrough(peek)
+    elif kind is Compression.GZIP:
+        dec = _InProcess(peek, kind)
+    elif kind is Compression.XZ:
+        cli = xz_supports_threads() if use_cli is None else use_cli
+        if cli:
+            argv = ["xz", "-dcq", f"-T{max(threads, 0)}"]
+            dec = _Process(argv, peek, _classify_xz, _XzFooterScanner())
+        else:
+            dec = _InProcess(peek, kind)
+    else:
+        dec = _Process(["zstd", "-dcq"], peek, _classify_zstd)
+    try:
+        yield dec
+    except BaseException:
+        dec.abort()
+        raise
+    dec.close()
+
+
+def decompress_bytes(data: bytes, *, use_cli: Optional[bool] = None) -> bytes:
+    """Decompress a small in-memory blob (same rules: magic bytes, no trailing data)."""
+    with decompressed(BytesReader(data), use_cli=use_cli) as r:
+        out: bytes = read_all(r)
+    return out

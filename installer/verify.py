@@ -1,0 +1,389 @@
+"""Trust checks: streaming GPG verification of detached signatures, and Ignition digests.
+
+GPG runs through python-gnupg in a throw-away GNUPGHOME (never the user's keyring) reading the
+data from a FIFO that `feed()` fills while the install streams. Imports errors, run, readers.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import io
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Dict, List, Optional, Sequence, Set, Type
+
+from nestos_installer.errors import (
+    BadSignature,
+    HashMismatch,
+    ToolMissing,
+    UsageError,
+    VerificationError,
+)
+from nestos_installer.pipeline.readers import Reader, copy_stream
+from nestos_installer.run import have_tool, require_tool, run
+
+log = logging.getLogger(__name__)
+
+PACKAGE_KEYS_DIR = Path(__file__).resolve().parent / "keys"
+SYSTEM_KEYS_DIR = Path("/etc/nestos-installer/keys.d")
+FAILURE = "GPG verification failure"
+_OPEN_TIMEOUT = 120.0  # seconds gpg may take to open the data FIFO
+_QUEUE_CHUNKS = 8  # feed() runs ahead of gpg by at most this many chunks
+
+
+class Keyring:
+    """The OpenPGP public keys (armored or binary files) that image signatures must come from."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self._files = [Path(f) for f in files]
+
+    @classmethod
+    def default(
+        cls, extra: Sequence[Path] = (), *, system_dir: Optional[Path] = SYSTEM_KEYS_DIR
+    ) -> Keyring:
+        """Keys shipped in the package, then /etc/nestos-installer/keys.d/*.asc, then `extra`."""
+        files = sorted(PACKAGE_KEYS_DIR.glob("*.asc"))
+        if system_dir is not None and system_dir.is_dir():
+            files += sorted(system_dir.glob("*.asc"))
+        files += [Path(p) for p in extra]
+        return cls(files)
+
+    @property
+    def files(self) -> List[Path]:
+        return list(self._files)
+
+    def __repr__(self) -> str:
+        return f"Keyring({[str(f) for f in self._files]!r})"
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    """Who signed: the primary key fingerprint (pinned to our keyring), key id and user id."""
+
+    fingerprint: str
+    key_id: str
+    username: str
+
+
+def _gnupg() -> Any:
+    import gnupg  # deferred: only the verifying commands pay for the import
+
+    return gnupg
+
+
+class SignatureVerifier:
+    """Checks a detached signature over bytes handed to `feed()`; the verdict is `finish()`.
+
+    Usable as a context manager: leaving without `finish()` aborts; the temporary GNUPGHOME is
+    always removed. feed() only queues the chunk; a writer thread pushes it into gpg's FIFO.
+    """
+
+    def __init__(self, signature: bytes, keyring: Keyring) -> None:
+        require_tool("gpg", "verify the image signature")
+        self.keyring = keyring
+        self.gpg_messages: List[str] = []
+        home = tempfile.mkdtemp(prefix="nestos-gpg-")  # mode 0700
+        self._home: Optional[str] = home
+        self._queue: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+        self._result: Any = None
+        self._gpg_error: Optional[BaseException] = None
+        self._writer_error: Optional[BaseException] = None
+        self._delivered = False  # the writer passed every byte and closed the FIFO
+        self._stop = threading.Event()
+        self._done = False
+        self._verdict: Optional[VerifiedSignature] = None
+        try:
+            self._gpg = self._make_gpg(home)
+            self._trusted = self._import(keyring)
+            sig_path = os.path.join(home, "signature")
+            self._fifo = os.path.join(home, "data")
+            fd = os.open(sig_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(signature)
+            os.mkfifo(self._fifo, 0o600)
+            self._gpg_thread = threading.Thread(
+                target=self._run_gpg, args=(sig_path,), name="gpg-verify", daemon=True
+            )
+            self._gpg_thread.start()
+            self._writer = threading.Thread(target=self._write, name="gpg-feeder", daemon=True)
+            self._writer.start()
+        except BaseException:
+            self._cleanup()
+            raise
+
+    def _make_gpg(self, home: str) -> Any:
+        try:
+            # --no-autostart: public-key operations need no agent, so none may linger.
+            return _gnupg().GPG(gnupghome=home, options=["--no-autostart"])
+        except (OSError, ValueError) as e:
+            raise ToolMissing("gpg cannot be run, needed to verify the image signature") from e
+
+    def _import(self, keyring: Keyring) -> Set[str]:
+        trusted: Set[str] = set()
+        for path in keyring.files:
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise VerificationError(f"reading signing key {path}") from e
+            result = self._gpg.import_keys(data)
+            fingerprints = [f for f in (result.fingerprints or []) if f]
+            if not fingerprints:
+                raise VerificationError(f"no OpenPGP public key found in {path}")
+            trusted.update(f.upper() for f in fingerprints)
+        # Primary fingerprints as gpg knows them (an import may name a subkey).
+        for key in self._gpg.list_keys():
+            trusted.add(str(key.get("fingerprint", "")).upper())
+        trusted.discard("")
+        return trusted
+
+    def _run_gpg(self, sig_path: str) -> None:
+        # `gpg --verify SIG DATA` with DATA = our FIFO. (python-gnupg's data_filename= form would
+        # copy the signature into a temp file outside our home; extra_args keeps it inside.)
+        empty = io.BytesIO(b"")  # gpg's stdin: unused
+        try:
+            self._result = self._gpg.verify_file(empty, extra_args=[sig_path, self._fifo])
+        except BaseException as e:
+            self._gpg_error = e
+
+    def _open_fifo(self) -> Optional[int]:
+        """Open the FIFO for writing once gpg opened it; None if gpg quit without opening it.
+
+        Also when aborting: gpg blocks in open() until a writer shows up, so we show up and
+        close at once, and gpg ends on the (bad) empty data instead of hanging.
+        """
+        deadline = time.monotonic() + _OPEN_TIMEOUT
+        while True:
+            try:
+                fd = os.open(self._fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+                if not self._gpg_thread.is_alive() or time.monotonic() > deadline:
+                    return None
+                time.sleep(0.002)
+                continue
+            os.set_blocking(fd, True)
+            return fd
+
+    def _write(self) -> None:
+        fd: Optional[int] = None
+        try:
+            fd = self._open_fifo()
+            complete = fd is not None
+            while True:
+                chunk = self._queue.get()
+                if chunk is None:
+                    break
+                if fd is None or self._stop.is_set():
+                    continue  # gpg is gone or we abort: keep draining so feed() never blocks
+                try:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                except BrokenPipeError:
+                    os.close(fd)
+                    fd = None
+                    complete = False
+            self._delivered = complete and not self._stop.is_set()
+        except BaseException as e:
+            self._writer_error = e
+            while self._queue.get() is not None:  # keep feed() from blocking forever
+                pass
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def feed(self, data: bytes) -> None:
+        """Pass the next raw bytes (every byte of the file, in order, exactly once)."""
+        if self._stop.is_set():
+            return  # aborted: the producer may still be winding down
+        if self._done:
+            raise VerificationError("signature verifier fed after it finished")
+        if not data:
+            return
+        chunk = bytes(data)  # the producer may reuse its buffer
+        while True:
+            try:
+                self._queue.put(chunk, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():  # aborted meanwhile: nobody drains the queue any more
+                    return
+
+    def finish(self) -> VerifiedSignature:
+        """End of data: wait for gpg and return the signer, or raise BadSignature."""
+        if self._done:
+            if self._verdict is None:
+                raise BadSignature(f"{FAILURE}: verification was aborted")
+            return self._verdict
+        self._done = True
+        try:
+            self._queue.put(None)
+            self._writer.join()
+            self._gpg_thread.join()
+            self._verdict = self._judge()
+            return self._verdict
+        finally:
+            self._cleanup()
+
+    def _judge(self) -> VerifiedSignature:
+        if self._writer_error is not None:
+            raise BadSignature(f"{FAILURE}: feeding data to gpg") from self._writer_error
+        if self._gpg_error is not None:
+            raise BadSignature(f"{FAILURE}: running gpg") from self._gpg_error
+        result = self._result
+        text = str(getattr(result, "stderr", "") or "")
+        status: Dict[str, List[List[str]]] = {}
+        for line in text.splitlines():
+            if line.startswith("[GNUPG:] "):
+                words = line[9:].split()
+                if words:
+                    status.setdefault(words[0], []).append(words[1:])
+            elif line.strip():
+                self.gpg_messages.append(line.rstrip())
+        for line in self.gpg_messages:
+            log.debug("gpg: %s", line)
+        returncode = getattr(result, "returncode", 0)
+        problem = self._problem(status)
+        if problem is None and not self._delivered:
+            problem = "gpg did not read all of the data"
+        if problem is None and (returncode not in (0, None) or not result.valid):
+            problem = f"gpg reported {result.status or 'failure'}"
+        if problem is not None:
+            raise BadSignature(f"{FAILURE}: {problem}")
+        valid = status["VALIDSIG"][0]
+        primary = (valid[9] if len(valid) >= 10 else valid[0]).upper()
+        goodsig = status.get("GOODSIG", [[""]])[0]
+        return VerifiedSignature(
+            fingerprint=primary,
+            key_id=goodsig[0] if goodsig else primary[-16:],
+            username=" ".join(goodsig[1:]),
+        )
+
+    def _problem(self, status: Dict[str, List[List[str]]]) -> Optional[str]:
+        if "NODATA" in status or ("NEWSIG" not in status and "VALIDSIG" not in status):
+            return "no valid OpenPGP signature found"
+        if "NO_PUBKEY" in status:
+            return f"signed by unknown key 0x{status['NO_PUBKEY'][0][0]}"
+        if "BADSIG" in status:
+            return "bad signature"
+        for key, what in (("EXPKEYSIG", "expired"), ("REVKEYSIG", "revoked")):
+            if key in status:
+                return f"signing key 0x{status[key][0][0]} has {what}"
+        if "EXPSIG" in status:
+            return "signature has expired"
+        if "ERRSIG" in status:
+            return "signature could not be checked"
+        if "VALIDSIG" not in status:
+            return "no valid signature"
+        for valid in status["VALIDSIG"]:
+            primary = (valid[9] if len(valid) >= 10 else valid[0]).upper()
+            if primary not in self._trusted:
+                return f"signed by unknown key {primary}"
+        return None
+
+    def abort(self) -> None:
+        """Stop without a verdict (the download or install failed); removes the temp home."""
+        if self._done:
+            return
+        self._done = True
+        self._stop.set()
+        try:
+            self._queue.put(None)
+            self._writer.join(timeout=30)
+            self._gpg_thread.join(timeout=30)
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        home = getattr(self, "_home", None)
+        if home is None:
+            return
+        self._home = None
+        if any(name.startswith("S.") for name in os.listdir(home)) and have_tool("gpgconf"):
+            # An agent started despite --no-autostart (old gpg): stop it before removing home.
+            run(["gpgconf", "--homedir", home, "--kill", "all"], check=False, timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
+
+    def __enter__(self) -> SignatureVerifier:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if self._verdict is None:
+            self.abort()
+
+
+def verify_bytes(data_reader: Reader, signature: bytes, keyring: Keyring) -> VerifiedSignature:
+    """Read `data_reader` to EOF through a SignatureVerifier and return the signer."""
+    with SignatureVerifier(signature, keyring) as verifier:
+        copy_stream(data_reader, verifier.feed)
+        return verifier.finish()
+
+
+_DIGEST_BITS = {"sha256": 256, "sha512": 512}
+
+
+@dataclass(frozen=True)
+class IgnitionHash:
+    """`--ignition-hash` value: `sha256-<hex>` or `sha512-<hex>`."""
+
+    algorithm: str
+    digest: bytes
+
+    @classmethod
+    def parse(cls, spec: str) -> IgnitionHash:
+        kind, sep, hexdigest = spec.partition("-")
+        if not sep:
+            raise UsageError(f"failed to detect hash-type and digest in '{spec}'")
+        if kind not in _DIGEST_BITS:
+            raise UsageError(f"unknown hash type '{kind}'")
+        try:
+            if len(hexdigest) % 2 or not all(c in "0123456789abcdefABCDEF" for c in hexdigest):
+                raise ValueError(f"invalid hex string '{hexdigest}'")
+            digest = bytes.fromhex(hexdigest)
+        except ValueError as e:
+            raise UsageError("decoding hex digest") from e
+        if len(digest) * 8 != _DIGEST_BITS[kind]:
+            raise UsageError(f"wrong digest length ({len(digest) * 8})")
+        return cls(kind, digest)
+
+    def hasher(self) -> Any:
+        """A fresh hashlib object for streaming use; pass it to `check`."""
+        return hashlib.new(self.algorithm)
+
+    def check(self, computed: bytes) -> None:
+        if not hmac.compare_digest(computed, self.digest):
+            raise HashMismatch(
+                f"hash mismatch, computed '{computed.hex()}' but expected '{self.digest.hex()}'"
+            )
+
+    def verify(self, data: bytes) -> None:
+        self.check(hashlib.new(self.algorithm, data).digest())
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}-{self.digest.hex()}"
+
+
+__all__ = [
+    "FAILURE",
+    "IgnitionHash",
+    "Keyring",
+    "SignatureVerifier",
+    "VerifiedSignature",
+    "verify_bytes",
+]
