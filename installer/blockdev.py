@@ -287,14 +287,13 @@ def with_mounted(dev: str, fstype: str, fn: Callable[[Path], T]) -> T:
 
 
 def wipe_partition_table(target: Target) -> None:
-    """Leave the disk unbootable and empty: zero the first MiB (boot code, primary GPT), then
-    write a blank GPT whose backup header sits at the disk's real end (so no stale backup GPT
-    of an earlier install can be picked up by firmware)."""
+    """Leave the disk empty and unbootable: a blank GPT whose backup header sits at the disk's
+    real end (so firmware cannot pick up a stale backup GPT of an earlier install), then zero
+    the whole first MiB (boot code, protective MBR, primary GPT)."""
     from nestos_installer import gpt  # deferred: gpt pulls in pyparted
 
-    target.pwrite(b"\0" * min(MIB, target.size), 0)
-    target.fsync()
     gpt.write_blank(target.path)
+    target.pwrite(b"\0" * min(MIB, target.size), 0)
     target.fsync()
     try:
         fcntl.ioctl(target.fd, BLKFLSBUF)

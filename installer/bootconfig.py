@@ -43,7 +43,8 @@ class Console:
         if not m:
             raise UsageError(f"invalid or unsupported console argument: {spec!r}",
                              hint="e.g. --console ttyS0,115200n8 or --console tty0")
-        return cls(m.group(1), int(m.group(2)), int(m.group(4) or 9600), m.group(5) or "n",
+        return cls(m.group(1), int(m.group(2)), int(m.group(4) or 9600),
+                   (m.group(5) or "n")[0],
                    int(m.group(6) or 8))
 
     @property

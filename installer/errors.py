@@ -90,3 +90,7 @@ class InstallFailed(NestosError):
 
 class NotFound(NestosError):
     """A file or record that was looked up does not exist (used for fallbacks)."""
+
+
+class StreamError(NestosError):
+    """Stream metadata that cannot be fetched or parsed, or has no such artifact."""

@@ -164,7 +164,7 @@ def install(cfg: InstallConfig, say: Say) -> None:
             say(f'Saving partition {entry.index} ("{entry.name}")')
         try:
             _write(cfg, target, src, saved, limit, ign, say)
-        except (NestosError, OSError) as e:
+        except Exception as e:  # any failure after writing began must wipe the disk
             _fail(cfg, target, saved, say, e)
             raise InstallFailed("install failed") from e
     say("Install complete.")
