@@ -17,7 +17,7 @@ APT_PKGS=(
   libparted-dev pkg-config gcc python3-dev python3-venv
   # demo image, live ISO and boots
   qemu-system-x86 ovmf systemd-boot-efi grub-efi-amd64-bin grub-pc-bin busybox-static mtools
-  xorriso kmod file curl mmdebstrap
+  xorriso squashfs-tools kmod file curl mmdebstrap
   # test oracles
   ignition
 )
@@ -43,6 +43,6 @@ fi
 
 case $job in
   setup) ;;
-  demo) exec .venv/bin/python -m nestos_demo run "$@" ;;
+  demo) PYTHONPATH=packaging/demo exec .venv/bin/python -m nestos_demo run "$@" ;;
   test) exec .venv/bin/python -m pytest -n "${NESTOS_TEST_WORKERS:-2}" --dist loadgroup "$@" ;;
 esac

@@ -1,0 +1,243 @@
+"""The demo live root filesystem: Debian minbase + systemd + our installer and autoinstall units.
+
+Built with mmdebstrap, packed as a zstd newc cpio that boots whole as an initramfs
+(rdinit=/lib/systemd/systemd), cached by input hash. Packaging code: subprocess allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from nestos_demo.kernel import Kernel, ensure_kernel
+from nestos_demo.live import LivePayload, features, make_rootfs
+from nestos_demo.util import BuildError, cache_root, file_lock, run
+
+SUITE = "bookworm"
+PACKAGES = (
+    "systemd-sysv udev kmod iproute2 util-linux mount fdisk gdisk e2fsprogs xfsprogs dosfstools "
+    "gpgv gnupg xz-utils zstd gzip python3 python3-click python3-requests python3-yaml "
+    "python3-gnupg python3-tqdm python3-parted python3-cryptography python3-pycdlib "
+    "python3-urllib3"
+).split()
+# modules the guest may need (Debian builds them as modules); modprobe adds dependencies
+MODULES = (
+    "virtio_blk virtio_net virtio_pci virtio_scsi sd_mod sr_mod ext4 xfs vfat nls_cp437 "
+    "nls_iso8859_1 isofs squashfs loop overlay autofs4"
+).split()
+REPO = Path(__file__).resolve().parents[3]
+# source dir in the repo -> import package name in the live rootfs
+PY_PACKAGES = {"installer": "nestos_installer", "stream-metadata": "nestos_stream",
+               "x2nestos": "x2nestos"}
+SYSTEMD_SRC = REPO / "packaging" / "systemd"
+LIVEINIT = Path(__file__).with_name("liveinit.py")
+UNIT_DIR = "usr/lib/systemd/system"
+GENERATOR_DIR = "usr/lib/systemd/system-generators"
+LIBEXEC = "usr/libexec"
+OFFLINE_DIR = "usr/share/nestos-installer/metal"
+
+CONSOLE_SCRIPT = """#!/usr/bin/python3
+import sys
+from {pkg}.cli import main
+sys.exit(main())
+"""
+NETWORK = """[Match]
+Name=en* eth*
+
+[Network]
+DHCP=ipv4
+"""
+# the live env uses systemd-networkd; the install service waits for it (retries do the rest)
+SERVICE_DROPIN = """[Unit]
+Wants=systemd-networkd.service systemd-networkd-wait-online.service
+After=systemd-networkd-wait-online.service
+"""
+WAIT_ONLINE_DROPIN = """[Service]
+ExecStart=
+ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30
+"""
+
+
+def _tree_files(root: Path) -> List[Path]:
+    return sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
+    )
+
+
+def input_hash(kernel_version: str) -> str:
+    """Hash of everything the rootfs depends on: package list, kernel, our sources, this file."""
+    h = hashlib.sha256()
+    h.update(f"{SUITE}\0{' '.join(PACKAGES)}\0{' '.join(MODULES)}\0{kernel_version}\0".encode())
+    h.update(Path(__file__).read_bytes() + LIVEINIT.read_bytes())
+    for src in [*PY_PACKAGES, "packaging/systemd"]:
+        base = REPO / src
+        for p in _tree_files(base):
+            h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _install_modules(root: Path, kernel: Kernel) -> None:
+    mod_root = kernel.root / "lib" / "modules" / kernel.version
+    dest = root / "lib" / "modules" / kernel.version
+    dest.mkdir(parents=True, exist_ok=True)
+    available = [m for m in MODULES if _module_known(kernel, m)]
+    for ko in kernel.module_files(available):
+        rel = ko.resolve().relative_to(mod_root.resolve())
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ko, dest / rel)
+    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        if (mod_root / name).exists():
+            shutil.copy2(mod_root / name, dest / name)
+    # no modules-load.d: udev loads device drivers by modalias, mount asks for fs-* modules,
+    # and loading everything up front costs ~20 s under TCG
+    run(["depmod", "-b", root, kernel.version])
+
+
+def _module_known(kernel: Kernel, name: str) -> bool:
+    """False for modules built into the kernel (modprobe would print `builtin`)."""
+    try:
+        kernel.module_files([name])
+    except BuildError:
+        return False
+    return True
+
+
+def _install_ours(root: Path) -> None:
+    site = root / "usr" / "lib" / "python3" / "dist-packages"
+    for src, pkg in PY_PACKAGES.items():
+        shutil.copytree(REPO / src, site / pkg,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # byte-compile with the rootfs' own python: saves seconds of each boot under TCG
+    run(["chroot", root, "python3", "-m", "compileall", "-q",
+         *(f"/usr/lib/python3/dist-packages/{pkg}" for pkg in PY_PACKAGES.values())])
+    for script, pkg in (("nestos-installer", "nestos_installer"), ("x2nestos", "x2nestos")):
+        path = root / "usr" / "bin" / script
+        path.write_text(CONSOLE_SCRIPT.format(pkg=pkg))
+        path.chmod(0o755)
+    units = root / UNIT_DIR
+    for f in sorted(SYSTEMD_SRC.iterdir()):
+        if f.suffix in (".service", ".target"):
+            shutil.copy2(f, units / f.name)
+        elif f.name == "nestos-installer-generator":
+            (root / GENERATOR_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, root / GENERATOR_DIR / f.name)
+        elif f.is_file() and os.access(f, os.X_OK):
+            (root / LIBEXEC).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, root / LIBEXEC / f.name)
+    dropin = units / "nestos-installer.service.d"
+    dropin.mkdir(exist_ok=True)
+    (dropin / "10-live-network.conf").write_text(SERVICE_DROPIN)
+    wait = units / "systemd-networkd-wait-online.service.d"
+    wait.mkdir(exist_ok=True)
+    (wait / "10-nestos-live.conf").write_text(WAIT_ONLINE_DROPIN)
+
+
+def _configure(root: Path) -> None:
+    etc = root / "etc"
+    (etc / "nestos").mkdir(parents=True, exist_ok=True)
+    (etc / "nestos-live-initramfs").write_text("")
+    (etc / "nestos" / "features.json").write_text(json.dumps(features(), indent=2) + "\n")
+    (etc / "hostname").write_text("nestos-live\n")
+    (etc / "machine-id").write_text("")
+    (etc / "fstab").write_text("# live system: everything is in the initramfs\n")
+    (etc / "systemd" / "network").mkdir(parents=True, exist_ok=True)
+    (etc / "systemd" / "network" / "50-dhcp.network").write_text(NETWORK)
+    # /init applies an embedded live Ignition config (iso/pxe customize), then execs systemd
+    init = root / "init"
+    if init.exists() or init.is_symlink():
+        init.unlink()
+    init.write_text("#!/usr/bin/python3\n" + LIVEINIT.read_text())
+    init.chmod(0o755)
+    for doc in ("usr/share/doc", "usr/share/man", "usr/share/locale", "var/cache/apt"):
+        shutil.rmtree(root / doc, ignore_errors=True)
+        (root / doc).mkdir(parents=True, exist_ok=True)
+
+
+ZSTD = ("zstd", "-q", "-1", "-T0")
+
+
+def pack_cpio(root: Path, out: Path, compressor: Sequence[str] = ZSTD) -> None:
+    """Pack `root` as a newc cpio (owned by root), compressed by `compressor` into `out`."""
+    names = run(["find", ".", "-mindepth", "1", "-print0"], cwd=root)
+    raw = out.with_name(out.name + ".cpio")
+    with open(raw, "wb") as f:
+        run(["cpio", "--quiet", "-o", "-H", "newc", "-0", "-R", "0:0"], input=names, stdout=f,
+            cwd=root)
+    with open(out, "wb") as f:
+        run([*compressor, "-c", raw], stdout=f)
+    raw.unlink()
+
+
+def build_live_rootfs(cache_dir: Optional[Path] = None, kernel: Optional[Kernel] = None) -> Path:
+    """Return <cache>/liveroot/<hash>.cpio.zst, building it (~1 min, root needed) if missing.
+
+    Safe for parallel callers (flock). The cpio boots whole as the initramfs of `kernel`.
+    """
+    kernel = kernel if kernel is not None else ensure_kernel()
+    base = (cache_dir if cache_dir is not None else cache_root()) / "liveroot"
+    base.mkdir(parents=True, exist_ok=True)
+    digest = input_hash(kernel.version)[:16]
+    out = base / f"{digest}.cpio.zst"
+    if out.exists():
+        return out
+    if shutil.which("mmdebstrap") is None:
+        raise BuildError("mmdebstrap not found, needed for the live rootfs (apt: mmdebstrap)")
+    with file_lock(base / f".{digest}.lock"):
+        if out.exists():
+            return out
+        work = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=base))
+        try:
+            root = work / "root"
+            run(["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root",
+                 f"--include={','.join(PACKAGES)}", SUITE, root])
+            _install_modules(root, kernel)
+            _install_ours(root)
+            _configure(root)
+            tmp = work / "rootfs.cpio.zst"
+            pack_cpio(root, tmp)
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        for old in [*base.glob("*.cpio.zst"), *base.glob(".*.lock")]:
+            if old.name.split(".")[0 if old.suffix == ".zst" else 1] != digest:
+                old.unlink(missing_ok=True)
+    return out
+
+
+def offline_image_cpio(image: Path, signature: Path, keyring: Path, out: Path) -> Path:
+    """A small gzip cpio adding the signed metal image at /usr/share/nestos-installer/metal.
+
+    Appended to the live rootfs initrd it gives autoinstall its offline image source.
+    """
+    with tempfile.TemporaryDirectory(prefix="nestos-offline-") as tmp:
+        root = Path(tmp) / "root"
+        d = root / OFFLINE_DIR
+        d.mkdir(parents=True)
+        shutil.copy2(image, d / image.name)
+        shutil.copy2(signature, d / f"{image.name}.sig")
+        shutil.copy2(keyring, d / "key.asc")
+        pack_cpio(root, out, compressor=("gzip", "-1", "-n"))
+    return out
+
+
+def payload_key(kernel: Kernel) -> str:
+    """Cache key for `build.build(live_payload=live_payload, payload_key=...)`."""
+    return "liveroot-" + input_hash(kernel.version)[:16]
+
+
+def live_payload(kernel: Kernel, work: Path) -> LivePayload:
+    """A `build.PayloadFactory`: the systemd live rootfs as the live initramfs (ISO and PXE).
+
+    The rootfs cpio carries etc/nestos-live-initramfs, features.json and /init (liveinit.py,
+    then systemd), so the live media boot straight into it; rootfs.img stays the squashfs
+    stand-in.
+    """
+    rootfs_img = work / "live-rootfs.img"
+    make_rootfs(rootfs_img)
+    return LivePayload(kernel.vmlinuz, build_live_rootfs(kernel=kernel), rootfs_img)
