@@ -42,6 +42,7 @@ class Target:
     fd: int
     size: int
     sector_size: int
+    direct_fd: Optional[int] = None  # O_DIRECT writer for aligned bulk data, when supported
 
     def pwrite(self, data: bytes, offset: int) -> None:
         view = memoryview(data)
@@ -62,6 +63,9 @@ class Target:
         self.fd = fd
 
     def close(self) -> None:
+        if self.direct_fd is not None:
+            os.close(self.direct_fd)
+            self.direct_fd = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -162,7 +166,13 @@ def open_target(path: str) -> Target:
     except OSError as e:
         os.close(fd)
         raise TargetError(f"querying size of {dev}") from e
-    return Target(path=dev, given=path, fd=fd, size=size, sector_size=sector)
+    try:
+        # Bulk image data bypasses the page cache (like `dd oflag=direct`): less CPU and no
+        # gigabytes of dirty pages to flush at the end.
+        direct: Optional[int] = os.open(dev, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError:
+        direct = None
+    return Target(path=dev, given=path, fd=fd, size=size, sector_size=sector, direct_fd=direct)
 
 
 def reread_partitions(target: Target, *, expect_partitions: bool = True,

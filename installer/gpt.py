@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from nestos_installer import run
 from nestos_installer.errors import ImageFormatError, TargetError, UsageError
+from nestos_installer.errors import NestosError as NestosErrorBase
 
 GPT_SIGNATURE = b"EFI PART"
 
@@ -219,25 +220,55 @@ def first_saved_offset(saved: Sequence[PartitionEntry], sector: int) -> Optional
     return min((e.start * sector for e in saved), default=None)
 
 
-def restore(path: str, saved: Sequence[Tuple[int, PartitionEntry]], *, fresh: bool) -> None:
-    """Add saved partitions (keeping GUIDs, names, types, attributes) with sfdisk.
+def _node(path: str, index: int) -> str:
+    """The name sfdisk expects for partition `index` in a script line (it takes the number
+    from it): /dev/sda3, /dev/loop0p3, disk.img3."""
+    return f"{path}{'p' if path[-1].isdigit() else ''}{index}"
 
-    fresh=True writes a new GPT holding only them; otherwise they are appended to the table
-    already on `path` (the image's), whose backup header is first moved to the disk's end.
-    """
+
+_SFDISK = ["sfdisk", "--no-reread", "--no-tell-kernel", "-q", "--wipe", "never",
+           "--wipe-partitions", "never"]
+
+
+def _sfdisk_write(path: str, script: str) -> None:
+    run.require_tool("sfdisk", "write partition tables with saved partitions")
+    run.run([*_SFDISK, path], input=script.encode())
+
+
+def write_saved_only(path: str, saved: Sequence[PartitionEntry]) -> None:
+    """A new GPT holding only the saved partitions, each at its original index."""
+    lines = ["label: gpt"]
+    lines += [f"{_node(path, e.index)} : {e.sfdisk_line()}" for e in saved]
+    _sfdisk_write(path, "\n".join(lines) + "\n")
+
+
+def dry_run(saved: Sequence[PartitionEntry], disk_size: int) -> None:
+    """Write the saved-only table to a scratch file of the disk's size first: a table that
+    cannot be written (duplicate GUIDs, overlaps) is refused before the disk is touched."""
     if not saved:
         return
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="nestos-installer-partitions.") as f:
+        f.truncate(disk_size)
+        f.flush()
+        try:
+            write_saved_only(f.name, saved)
+        except NestosErrorBase as e:
+            raise TargetError("failed dry run restoring saved partitions; input partition "
+                              "table may be invalid") from e
+        guids = [e.uuid.upper() for e in saved]
+        if len(set(guids)) != len(guids):
+            raise TargetError("failed dry run restoring saved partitions; input partition "
+                              "table may be invalid: duplicate partition GUIDs")
+
+
+def merge_saved(path: str, moves: Sequence[Tuple[int, PartitionEntry]]) -> None:
+    """Add saved partitions (new index, entry) to the image's GPT now on `path`, keeping
+    their GUIDs, names, types and attributes; the table is resized to the whole disk."""
     run.require_tool("sfdisk", "restore saved partitions")
-    if not fresh:
-        run.run(["sfdisk", "--no-reread", "--no-tell-kernel", "--relocate", "gpt-bak-std",
-                 path])
-    for new_index, entry in saved:
-        script = ("label: gpt\n" if fresh else "") + entry.sfdisk_line() + "\n"
-        argv = ["sfdisk", "--no-reread", "--no-tell-kernel", "-q", "--wipe", "never"]
-        if fresh:
-            argv += [path]
-            fresh = False
-            script = "label: gpt\n" + f"{new_index}: " + entry.sfdisk_line() + "\n"
-            run.run([*argv], input=script.encode())
-        else:
-            run.run([*argv, "-N", str(new_index), path], input=script.encode())
+    dump = run.output(["sfdisk", "--dump", path])
+    lines = [ln for ln in dump.splitlines()
+             if ln.strip() and not ln.startswith(("last-lba:", "device:"))]
+    lines += [f"{_node(path, new)} : {e.sfdisk_line()}" for new, e in moves]
+    _sfdisk_write(path, "\n".join(lines) + "\n")

@@ -156,12 +156,13 @@ def install(cfg: InstallConfig, say: Say) -> None:
         src = _open_source(cfg, fetcher, target.sector_size, say)
         stack.callback(src.close)
         limit = gpt.first_saved_offset(saved, target.sector_size) or target.size
+        if saved and src.image_size is not None and src.image_size > limit:
+            gpt.check_collision(saved, src.image_size, target.sector_size)
         if src.image_size is not None and src.image_size > limit:
             raise TargetError(
                 f"image ({src.image_size} bytes) is larger than {target.path} "
                 f"({limit} bytes usable); nothing was written", hint="use a bigger disk")
-        for entry in saved:
-            say(f'Saving partition {entry.index} ("{entry.name}")')
+        gpt.dry_run(saved, target.size)
         try:
             _write(cfg, target, src, saved, limit, ign, say)
         except Exception as e:  # any failure after writing began must wipe the disk
@@ -180,7 +181,7 @@ def _fail(cfg: InstallConfig, target: blockdev.Target, saved: List[gpt.Partition
     try:
         blockdev.wipe_partition_table(target)
         if saved:
-            gpt.restore(target.path, [(e.index, e) for e in saved], fresh=True)
+            gpt.write_saved_only(target.path, saved)
         target.fsync()
         blockdev.drop_partitions(target)
     except (NestosError, OSError) as e2:
@@ -194,7 +195,7 @@ def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
     blockdev.drop_partitions(target)
     blockdev.wipe_partition_table(target)
     if saved:
-        gpt.restore(target.path, [(e.index, e) for e in saved], fresh=True)
+        gpt.write_saved_only(target.path, saved)
     target.fsync()
     keyring = Keyring.default(cfg.keyrings)
     sha = hashlib.sha256()
@@ -220,14 +221,12 @@ def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
     target.fsync()
     writer.commit_head(target, head)
     if saved:
-        image_indexes = [1, 2, 3, 4]
         table = gpt.read_table(target.path)
-        if table is not None:
-            image_indexes = [e.index for e in table.entries]
+        image_indexes = [e.index for e in table.entries] if table is not None else []
         moves = gpt.renumber(image_indexes, saved)
         for new, e in moves:
             say(f'Saving partition {e.index} ("{e.name}") to new partition {new}')
-        gpt.restore(target.path, moves, fresh=False)
+        gpt.merge_saved(target.path, moves)
     target.fsync()
     parts = blockdev.reread_partitions(target)
     if ign is not None or cfg.boot_edits or cfg.copy_network:

@@ -7,12 +7,13 @@ Pure policy on a pwrite-able target: no ioctls, no subprocess, testable on a reg
 
 from __future__ import annotations
 
+import mmap
 import os
 from typing import Any, Callable, Optional, Protocol
 
 from nestos_installer.errors import ImageFormatError, TargetError
 from nestos_installer.gpt import check_sector_size
-from nestos_installer.pipeline.readers import BUFSIZE, LimitReader, read_exactly
+from nestos_installer.pipeline.readers import BUFSIZE, read_exactly
 
 MIB = 1 << 20
 
@@ -36,7 +37,8 @@ def stream_image(image: Any, target: Writable, *, limit: int, sector_size: int,
     """Copy `image` (decompressed reader) to target from 1 MiB on; return the first MiB.
 
     `limit` is the number of bytes the image may occupy (disk size, or the offset of the first
-    saved partition). Reads `image` to EOF.
+    saved partition). Reads `image` to EOF. Whole aligned blocks go through the target's
+    O_DIRECT descriptor when it has one; the tail goes through the ordinary one.
     """
     head = read_exactly(image, MIB)
     if len(head) < MIB:
@@ -44,19 +46,38 @@ def stream_image(image: Any, target: Writable, *, limit: int, sector_size: int,
     check_sector_size(head, sector_size)
     if limit < MIB:
         raise TargetError(f"destination is smaller than 1 MiB ({limit} bytes)")
-    rest = LimitReader(image, limit - MIB, limit_error or _too_big(limit, limit_what))
+    too_big = limit_error or _too_big(limit, limit_what)
+    direct = getattr(target, "direct_fd", None)
+    buf = mmap.mmap(-1, BUFSIZE)  # page-aligned, as O_DIRECT requires
+    view = memoryview(buf)
+    readinto = getattr(image, "readinto", None)
     offset = MIB
-    fd = target.fd
-    while True:
-        chunk = rest.read(BUFSIZE)
-        if not chunk:
-            break
-        view = memoryview(chunk)
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
+    try:
+        while True:
+            if readinto is not None:
+                n = readinto(view)
+            else:
+                chunk = image.read(BUFSIZE)
+                n = len(chunk)
+                view[:n] = chunk
+            if n == 0:
+                break
+            if offset + n > limit:
+                raise too_big(limit)
+            fd = direct if (direct is not None and n % 4096 == 0) else target.fd
+            _pwrite_all(fd, view[:n], offset)
             offset += n
+    finally:
+        view.release()
+        buf.close()
     return head
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data = data[n:]
+        offset += n
 
 
 def commit_head(target: Writable, head: bytes) -> None:

@@ -10,6 +10,7 @@ import enum
 import functools
 import logging
 import lzma
+import os
 import threading
 import zlib
 from contextlib import contextmanager
@@ -84,6 +85,24 @@ class _Decoder:
             self._finish()
             self.eof = True
         return chunk
+
+    def readinto(self, buf: memoryview) -> int:
+        """Fill `buf` as far as possible; short only at the end of the data (for writers that
+        need whole, aligned blocks, e.g. O_DIRECT)."""
+        total = 0
+        while total < len(buf) and not self.eof:
+            n = self._readinto(buf[total:])
+            if n == 0:
+                self._finish()
+                self.eof = True
+                break
+            total += n
+        return total
+
+    def _readinto(self, buf: memoryview) -> int:
+        chunk = self._read(min(len(buf), BUFSIZE))
+        buf[: len(chunk)] = chunk
+        return len(chunk)
 
     def _read(self, n: int) -> bytes:
         raise NotImplementedError
@@ -262,6 +281,7 @@ class _Process(_Decoder):
         stdout = self.proc.stdout
         assert stdout is not None
         self._stdout: IO[bytes] = stdout
+        self._fd = stdout.fileno()  # read unbuffered: no copy through a BufferedReader
         self.feeder = threading.Thread(target=self._feed, name=f"{argv[0]}-feeder", daemon=True)
         self.feeder.start()
 
@@ -288,7 +308,10 @@ class _Process(_Decoder):
                 pass
 
     def _read(self, n: int) -> bytes:
-        return self._stdout.read(n)
+        return os.read(self._fd, n)
+
+    def _readinto(self, buf: memoryview) -> int:
+        return os.readv(self._fd, [buf])
 
     def _finish(self) -> None:
         if not self._finished:
