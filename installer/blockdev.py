@@ -275,7 +275,7 @@ def with_mounted(dev: str, fstype: str, fn: Callable[[Path], T]) -> T:
                 try:
                     box["result"] = fn(Path(mnt))
                 finally:
-                    for attempt in range(20):
+                    for _attempt in range(20):
                         if run.run(["umount", mnt], check=False).returncode == 0:
                             break
                         time.sleep(0.1)

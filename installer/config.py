@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import yaml
-
 from nestos_installer.errors import ConfigError, UsageError
 
 LIST_KEYS = ("console", "append-karg", "delete-karg", "save-partlabel", "save-partindex",

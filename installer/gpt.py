@@ -197,7 +197,8 @@ def select_saved(table: Optional[PartitionTable], filt: PartitionFilter,
     return [e for e in table.entries if filt.matches(e.index, e.name)]
 
 
-def renumber(image_indexes: Sequence[int], saved: Sequence[PartitionEntry]) -> List[Tuple[int, PartitionEntry]]:
+def renumber(image_indexes: Sequence[int],
+             saved: Sequence[PartitionEntry]) -> List[Tuple[int, PartitionEntry]]:
     """New index for each saved partition: max(next free after the image's, original)."""
     nxt = max(image_indexes, default=0) + 1
     result = []

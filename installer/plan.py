@@ -174,8 +174,9 @@ def describe(cfg: object) -> str:
             from nestos_installer import gpt
 
             table = gpt.read_table(blockdev.canonical_device(dev))
-            for e in gpt.select_saved(table, cfg.save, table.sector_size if table else 512):
-                lines.append(f'    keeps partition {e.index} ("{e.name}") at sector {e.start}')
-        except Exception as e:  # the plan reports, never fails on a read problem
-            lines.append(f"    (could not read partition table: {e})")
+            for ent in gpt.select_saved(table, cfg.save, table.sector_size if table else 512):
+                lines.append(f'    keeps partition {ent.index} ("{ent.name}") at sector '
+                             f"{ent.start}")
+        except Exception as err:  # the plan reports, never fails on a read problem
+            lines.append(f"    (could not read partition table: {err})")
     return "\n".join(lines)

@@ -54,7 +54,7 @@ def run(
     timeout: Optional[float] = None,
     reason: Optional[str] = None,
     stdout: Optional[IO[Any]] = None,
-) -> "subprocess.CompletedProcess[bytes]":
+) -> subprocess.CompletedProcess[bytes]:
     """Run argv to completion. stdout/stderr are captured (bytes) unless capture=False.
 
     `reason` is used in the ToolMissing message ("X not found, needed to <reason>").
@@ -92,7 +92,7 @@ def spawn(
     env: Optional[Mapping[str, str]] = None,
     reason: Optional[str] = None,
     pass_fds: Sequence[int] = (),
-) -> "subprocess.Popen[bytes]":
+) -> subprocess.Popen[bytes]:
     """Start argv without waiting (for streaming filters such as xz or gpg)."""
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s &", " ".join(args))
@@ -109,7 +109,7 @@ def spawn(
         raise ToolMissing(f"{args[0]} not found, needed to {reason or 'continue'}") from e
 
 
-def check_exit(proc: "subprocess.Popen[bytes]", argv: Sequence[StrPath], stderr: bytes = b"") -> None:
+def check_exit(proc: subprocess.Popen[bytes], argv: Sequence[StrPath], stderr: bytes = b"") -> None:
     """Raise CommandFailed if a spawned process exited non-zero."""
     rc = proc.wait()
     if rc != 0:

@@ -12,7 +12,6 @@ import sys
 from typing import List, NoReturn, Optional
 
 import click
-
 from nestos_installer import __version__
 from nestos_installer.errors import NestosError
 

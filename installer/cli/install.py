@@ -8,7 +8,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 from click.core import ParameterSource
-
 from nestos_installer import config as cfgfile
 from nestos_installer.bootconfig import Console
 from nestos_installer.download import host_architecture
@@ -153,13 +152,13 @@ def _say(msg: str) -> None:
 @click.command("install")
 @_opts
 @click.argument("dest_device", required=False, metavar="[DEST_DEVICE]")
-@click.pass_context
-def install_cmd(ctx: click.Context, **params: Any) -> None:
+def install_cmd(**params: Any) -> None:
     """Install NestOS to a disk.
 
     DEST_DEVICE is a disk (/dev/sda, /dev/disk/by-id/...) or an automatic choice
     such as auto:type=nvme,min-size=20G (exactly one disk must match).
     """
+    ctx = click.get_current_context()
     files: List[Path] = [Path(p) for p in params["config_file"]]
     layers = [(str(p), cfgfile.parse_file(p)) for p in files]
     if files:

@@ -237,8 +237,8 @@ def extract_minimal_iso(path: str, output: str, output_rootfs: Optional[str],
         if output == "-":
             if stdout is None:
                 raise ValueError("stdout stream required for '-'")
-            with open(tmp, "rb") as f:
-                shutil.copyfileobj(f, stdout, 1 << 20)
+            with open(tmp, "rb") as out:
+                shutil.copyfileobj(out, stdout, 1 << 20)
             stdout.flush()
             os.unlink(tmp)
         else:
