@@ -1,0 +1,168 @@
+"""Black-box x2nestos CLI on fake host roots (hidden --root): doctor --json, plan, the one-line
+errors of bad input, --build-only staging; nothing here loads a kernel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+from fixtures.hostfacts.hosttree import GpgKey, build_host, build_iso, build_pxe
+from helpers.capabilities import require_tools
+
+X2NESTOS = str(Path(sys.executable).with_name("x2nestos"))
+
+
+def x2n(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([X2NESTOS, *map(str, args)], check=False, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_tools("cpio", "xorriso")
+    d = tmp_path_factory.mktemp("media")
+    build_pxe(d / "pxe")
+    build_iso(d / "live.iso", d / "work")
+    (d / "user.ign").write_text('{"ignition":{"version":"3.3.0"}}\n')
+    return d
+
+
+def test_help_fits_80_columns() -> None:
+    for cmd in ([], ["doctor"], ["plan"], ["convert"], ["unload"]):
+        out = x2n(*cmd, "--help").stdout
+        assert all(len(line) <= 80 for line in out.splitlines()), out
+    assert "--root" not in x2n("--help").stdout
+    assert x2n("--version").stdout.startswith("x2nestos ")
+
+
+def test_doctor_json(tmp_path: Path, media: Path) -> None:
+    build_host(tmp_path, secure_boot=True, lockdown="integrity")
+    proc = x2n("--root", tmp_path, "doctor", "--json", "--iso", media / "live.iso",
+               "-i", media / "user.ign")
+    d = json.loads(proc.stdout)
+    assert d["ok"] is True
+    assert d["kexec"]["syscall"] == "kexec_file_load"
+    assert d["kexec"]["secure-boot"] is True
+    assert d["target"]["stable-path"] == "/dev/disk/by-id/virtio-x2n-test-disk"
+    assert d["target"]["identity-source"] == "sysfs"
+    assert d["artifacts"]["architecture"] == "x86_64"
+    statuses = {c["check"]: c["status"] for c in d["checks"]}
+    assert statuses["memory"] == "ok" and statuses["staging"] == "ok"
+
+
+def test_doctor_human_and_failure_exit(tmp_path: Path, media: Path) -> None:
+    build_host(tmp_path, kexec_disabled=True)
+    proc = x2n("--root", tmp_path, "doctor", "--pxe", media / "pxe", "-i", media / "user.ign",
+               check=False)
+    assert proc.returncode == 1
+    assert "FAIL  kexec" in proc.stdout and "NOT convertible" in proc.stdout
+
+
+def test_plan_shows_everything(tmp_path: Path, media: Path) -> None:
+    tree = build_host(tmp_path, data_mount=True)
+    proc = x2n("--root", tmp_path, "plan", "--json", "--pxe", media / "pxe", "--carry", "all",
+               "--save-partlabel", "data", "--dest-karg", "quiet")
+    d = json.loads(proc.stdout)
+    assert d["ok"]
+    assert d["installer-config"]["save-partlabel"] == ["data"]
+    assert d["installer-config"]["append-karg"] == ["quiet"]
+    assert d["kernel-command-line"].endswith("console=tty0 console=ttyS0,115200n8")
+    users = {u["name"]: u for u in d["destination-ignition"]["passwd"]["users"]}
+    assert tree.keys["alice"] in users["alice"]["sshAuthorizedKeys"]
+    assert "ens3.nmconnection" in d["network-keyfiles"]
+    assert any("bond0" in n for n in d["not-carried"])
+    assert "PRIVATE KEY" not in proc.stdout
+    human = x2n("--root", tmp_path, "plan", "--pxe", media / "pxe", "--carry", "all",
+                "--save-partlabel", "data").stdout
+    for section in ("== kernel command line", "== destination Ignition", "== NOT carried",
+                    "== network keyfile ens3.nmconnection", "partitions kept: vda3 (data)"):
+        assert section in human
+
+
+def _one_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("Error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stderr.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "host_opts,args,expect",
+    [
+        ({}, ["--iso", "{tmp}/missing.iso"], "artifacts: ISO {tmp}/missing.iso does not exist"),
+        ({}, ["--iso", "{media}/nopxe.iso"], "not a NestOS live ISO with PXE files"),
+        ({"mem_available": 32 << 20}, ["--pxe", "{media}/pxe"], "memory: too little RAM"),
+        ({"kexec_disabled": True}, ["--pxe", "{media}/pxe"], "kexec: kexec is disabled"),
+        ({"data_mount": True}, ["--pxe", "{media}/pxe"], "target-data: /dev/vda holds mounted"),
+        ({"arch": "sparc64"}, ["--pxe", "{media}/pxe"], "unknown host architecture"),
+    ],
+)
+def test_convert_bad_input_one_line(tmp_path: Path, media: Path, host_opts: dict,
+                                    args: List[str], expect: str) -> None:
+    if "nopxe.iso" in " ".join(args) and not (media / "nopxe.iso").exists():
+        build_iso(media / "nopxe.iso", media / "work-nopxe", pxe=False)
+    build_host(tmp_path / "root", **host_opts)
+    argv = [a.format(tmp=tmp_path, media=media) for a in args]
+    proc = x2n("--root", tmp_path / "root", "convert", "--yes", "--build-only", "--insecure",
+               "-i", media / "user.ign", *argv, check=False)
+    assert expect.format(tmp=tmp_path) in _one_error(proc)
+    assert not (tmp_path / "root/var/lib/x2nestos").exists()
+
+
+def test_convert_signature_failure(tmp_path: Path, media: Path) -> None:
+    require_tools("gpg", "gpgv")
+    build_host(tmp_path / "root")
+    iso = tmp_path / "live.iso"
+    iso.write_bytes((media / "live.iso").read_bytes())
+    signer, stranger = GpgKey.generate(tmp_path / "a", "signer"), GpgKey.generate(
+        tmp_path / "b", "stranger")
+    try:
+        signer.sign(iso)
+        base = ["--root", tmp_path / "root", "convert", "--yes", "--build-only", "--iso", iso,
+                "-i", media / "user.ign"]
+        proc = x2n(*base, "--keyring", stranger.public, check=False)
+        assert _one_error(proc) == "Error: live.iso: signed by a key that is not trusted"
+        assert not (tmp_path / "root/var/lib/x2nestos").exists()
+        proc = x2n(*base[:-2], "--keyring", signer.public, check=False)  # no Ignition, no keys
+        assert "login: no --ignition-file" in _one_error(proc)
+        proc = x2n(*base, "--keyring", signer.public)
+        assert f"ISO: good signature from {signer.fingerprint}" in proc.stdout
+        staged = tmp_path / "root/var/lib/x2nestos"
+        assert (staged / "vmlinuz").is_file() and (staged / "initrd-combined.img").is_file()
+    finally:
+        signer.close()
+        stranger.close()
+
+
+def test_missing_signature_needs_insecure(tmp_path: Path, media: Path) -> None:
+    build_host(tmp_path / "root")
+    proc = x2n("--root", tmp_path / "root", "convert", "--yes", "--build-only", "--pxe",
+               media / "pxe", "-i", media / "user.ign", check=False)
+    assert _one_error(proc).startswith("Error: no signature ")
+    assert "hint: put the detached .sig next to it, or pass --insecure" in proc.stderr
+
+
+def test_fake_root_refuses_kexec(tmp_path: Path, media: Path) -> None:
+    build_host(tmp_path / "root")
+    proc = x2n("--root", tmp_path / "root", "convert", "--stage-only", "--insecure", "--pxe",
+               media / "pxe", "-i", media / "user.ign", check=False)
+    assert "is for inspection only" in _one_error(proc)
+    proc = x2n("--root", tmp_path / "root", "unload", check=False)
+    assert "is for inspection only" in _one_error(proc)
+
+
+def test_usage_errors(tmp_path: Path, media: Path) -> None:
+    build_host(tmp_path / "root")
+    proc = x2n("--root", tmp_path / "root", "plan", "--iso", media / "live.iso", "--pxe",
+               media / "pxe", check=False)
+    assert _one_error(proc) == "Error: give only one of --iso, --pxe, --stream"
+    assert proc.returncode == 2
+    proc = x2n("--root", tmp_path / "root", "plan", "--carry", "passwords", check=False)
+    assert "unknown --carry item 'passwords'" in _one_error(proc)

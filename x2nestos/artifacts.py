@@ -1,0 +1,334 @@
+"""The NestOS live kernel, initramfs and rootfs: found in a live ISO, a PXE directory or a
+stream, sized, identified by architecture and signature-checked before anything uses them.
+
+stdlib only (urllib for --stream); ISO access through x2nestos.isofile.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import shutil
+import struct
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple
+
+from nestos_installer.errors import (
+    FetchError,
+    HashMismatch,
+    ImageFormatError,
+    NestosError,
+    NotFound,
+    SignatureMissing,
+    UsageError,
+)
+
+from x2nestos import __version__
+from x2nestos.isofile import IsoImage
+from x2nestos.signature import verify
+
+ISO_PXE = {
+    "kernel": "images/pxeboot/vmlinuz",
+    "initramfs": "images/pxeboot/initrd.img",
+    "rootfs": "images/pxeboot/rootfs.img",
+}
+# File names a PXE directory may use: ISO names first, then stream-style names.
+PXE_NAMES = {
+    "kernel": ("vmlinuz", "*-live-kernel-*", "*kernel*"),
+    "initramfs": ("initrd.img", "*-live-initramfs*", "*initramfs*", "initrd*"),
+    "rootfs": ("rootfs.img", "*-live-rootfs*", "*rootfs*"),
+}
+DEFAULT_LIVE_KARGS = ("ignition.firstboot", "ignition.platform.id=metal")
+DEFAULT_STREAM_BASE = "https://nestos.org.cn/NestOS-release/streams/"
+
+
+class SourceKind(enum.Enum):
+    ISO = "iso"
+    PXE = "pxe"
+    STREAM = "stream"
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str  # kernel / initramfs / rootfs
+    size: int
+    origin: str  # path, "ISO:/images/...", or URL
+    path: Optional[Path] = None  # a local file (PXE dir, downloaded stream artifact)
+
+
+@dataclass
+class LiveArtifacts:
+    kind: SourceKind
+    origin: str
+    parts: Dict[str, Part]
+    arch: Optional[str]
+    live_kargs: List[str]
+    verification: List[str] = field(default_factory=list)
+    iso: Optional[Path] = None
+    prefix: str = "nestos"  # nestos.inst.* + /etc/nestos, or coreos.* in pre-rename images
+    prefix_source: str = "assumed"
+    features: Optional[Dict[str, Any]] = None  # features.json; None when the image has none
+
+    @property
+    def total_size(self) -> int:
+        return sum(p.size for p in self.parts.values())
+
+    def copy(self, name: str, out: BinaryIO) -> None:
+        part = self.parts[name]
+        if self.iso is not None and part.path is None:
+            with IsoImage(self.iso) as iso:
+                iso.copy_to(ISO_PXE[name], out)
+            return
+        assert part.path is not None
+        with open(part.path, "rb") as f:
+            shutil.copyfileobj(f, out, 4 << 20)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "source": self.kind.value,
+            "origin": self.origin,
+            "architecture": self.arch,
+            "parts": {n: {"size": p.size, "origin": p.origin} for n, p in self.parts.items()},
+            "live-kargs": self.live_kargs,
+            "generation": {"prefix": self.prefix, "from": self.prefix_source},
+            "features": self.features,
+            "verification": self.verification,
+        }
+
+
+def kernel_arch(head: bytes) -> Optional[str]:
+    """Architecture of a Linux kernel image from its boot header (None if unknown)."""
+    if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS":
+        return "x86_64"
+    if len(head) >= 0x3C and head[0x38:0x3C] == b"ARM\x64":
+        return "aarch64"
+    if len(head) >= 0x3C and head[0x30:0x38] == b"RISCV\0\0\0":
+        return "riscv64"
+    if head[:2] == b"MZ" and len(head) >= 0x40:
+        pe = struct.unpack_from("<I", head, 0x3C)[0]
+        if pe + 6 <= len(head) and head[pe:pe + 4] == b"PE\0\0":
+            machine = struct.unpack_from("<H", head, pe + 4)[0]
+            return {0x8664: "x86_64", 0xAA64: "aarch64", 0x5064: "riscv64",
+                    0x6264: "loongarch64"}.get(machine)
+    return None
+
+
+def _clean_kargs(text: str) -> List[str]:
+    """Live kargs minus ISO-only and console ones (we set consoles ourselves)."""
+    drop = ("nestos.liveiso=", "coreos.liveiso=", "console=", "BOOT_IMAGE=", "initrd=")
+    return [k for k in text.split() if not k.startswith(drop) and not k.startswith("#")]
+
+
+def from_iso(iso_path: Path) -> LiveArtifacts:
+    if not iso_path.is_file():
+        raise NotFound(f"ISO {iso_path} does not exist or is not a regular file")
+    if not os.access(iso_path, os.R_OK):
+        raise ImageFormatError(f"ISO {iso_path} is not readable")
+    parts: Dict[str, Part] = {}
+    with IsoImage(iso_path) as iso:
+        for name, inner in ISO_PXE.items():
+            hit = iso.lookup(inner)
+            if hit is None or hit[2]:
+                if name == "rootfs":
+                    continue
+                raise ImageFormatError(
+                    f"ISO {iso_path} has no /{inner}; not a NestOS live ISO with PXE files"
+                )
+            parts[name] = Part(name, hit[1], f"ISO:/{inner}")
+        head = iso.head(ISO_PXE["kernel"], 4096)
+        kargs = list(DEFAULT_LIVE_KARGS)
+        prefix, source, features = "nestos", "assumed", None
+        for gen in ("nestos", "coreos"):  # the ISO's metadata directory names the generation
+            hit = iso.lookup(gen)
+            if hit is None or not hit[2]:
+                continue
+            prefix, source = gen, f"/{gen.upper()} directory of the ISO"
+            if iso.lookup(f"{gen}/kargs.json") is not None:
+                kargs = _clean_kargs(str(_json(iso.read(f"{gen}/kargs.json"), iso_path)
+                                         .get("default", "")))
+            if iso.lookup(f"{gen}/features.json") is not None:
+                features = _json(iso.read(f"{gen}/features.json"), iso_path)
+            break
+    return LiveArtifacts(SourceKind.ISO, str(iso_path), parts, kernel_arch(head), kargs,
+                         iso=iso_path, prefix=prefix, prefix_source=source, features=features)
+
+
+def _json(data: bytes, where: object) -> Dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise ImageFormatError(f"parsing live image metadata in {where}") from e
+    if not isinstance(doc, dict):
+        raise ImageFormatError(f"live image metadata in {where} is not a JSON object")
+    return doc
+
+
+MAX_SCANNED_INITRD = 512 << 20
+
+
+def inspect_initramfs(art: LiveArtifacts) -> None:
+    """Learn the generation and features from the live initramfs (PXE / stream sources):
+    etc/<prefix>-live-initramfs and etc/<prefix>/features.json."""
+    part = art.parts.get("initramfs")
+    if part is None or part.path is None or part.size > MAX_SCANNED_INITRD:
+        return
+    from nestos_installer.live.initrd import Initrd
+
+    globs = ["etc/*-live-initramfs", "etc/*/features.json"]
+    try:
+        found = Initrd.from_bytes(part.path.read_bytes(), globs)
+    except NestosError:
+        return  # unreadable here (e.g. no zstd tool): keep the default, the plan says so
+    for gen in ("nestos", "coreos"):
+        if found.get(f"etc/{gen}-live-initramfs") is not None:
+            art.prefix, art.prefix_source = gen, f"etc/{gen}-live-initramfs in the initramfs"
+            feats = found.get(f"etc/{gen}/features.json")
+            if feats is not None:
+                art.features = _json(feats, part.path)
+            return
+
+
+def _pick(directory: Path, patterns: Sequence[str]) -> Optional[Path]:
+    for pat in patterns:
+        hits = sorted(p for p in directory.glob(pat) if p.is_file() and p.suffix != ".sig")
+        if hits:
+            return hits[0]
+    return None
+
+
+def from_pxe_dir(directory: Path) -> LiveArtifacts:
+    if not directory.is_dir():
+        raise NotFound(f"PXE directory {directory} does not exist")
+    parts: Dict[str, Part] = {}
+    for name, patterns in PXE_NAMES.items():
+        path = _pick(directory, patterns)
+        if path is None:
+            if name == "rootfs":
+                continue
+            raise NotFound(f"no live {name} in {directory} (looked for {', '.join(patterns)})")
+        parts[name] = Part(name, path.stat().st_size, str(path), path)
+    with open(parts["kernel"].path, "rb") as f:  # type: ignore[arg-type]
+        head = f.read(4096)
+    art = LiveArtifacts(SourceKind.PXE, str(directory), parts, kernel_arch(head),
+                        list(DEFAULT_LIVE_KARGS))
+    inspect_initramfs(art)
+    return art
+
+
+def verify_artifacts(art: LiveArtifacts, keys: Sequence[bytes], *, insecure: bool) -> None:
+    """Check the detached `.sig` of the ISO or of each PXE file; record what was verified."""
+    if art.kind is SourceKind.STREAM:
+        return  # verified while downloading
+    targets: List[Tuple[str, Path]]
+    if art.iso is not None:
+        targets = [("ISO", art.iso)]
+    else:
+        targets = [(n, p.path) for n, p in art.parts.items() if p.path is not None]
+    for label, path in targets:
+        sig = Path(str(path) + ".sig")
+        if not sig.is_file():
+            if insecure:
+                art.verification.append(f"{label}: NOT verified (--insecure, no {sig.name})")
+                continue
+            raise SignatureMissing(
+                f"no signature {sig} for {path.name}",
+                hint="put the detached .sig next to it, or pass --insecure",
+            )
+        fpr = verify(path, sig, keys)
+        art.verification.append(f"{label}: good signature from {fpr}")
+
+
+def _open_url(url: str, timeout: float = 60) -> Any:
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise UsageError(f"unknown protocol for URL '{url}'")
+    req = urllib.request.Request(url, headers={"User-Agent": f"x2nestos/{__version__}"})
+    try:
+        return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (scheme checked)
+    except urllib.error.HTTPError as e:
+        raise FetchError(f"fetch failed: {e.code} {e.reason} ({url})") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise FetchError(f"fetch failed: {url}") from e
+
+
+def stream_pxe(name: str, base: str, arch: str) -> Dict[str, Dict[str, Any]]:
+    """The metal/pxe artifacts (kernel, initramfs, rootfs) of a stream for arch."""
+    url = urllib.parse.urljoin(base if base.endswith("/") else base + "/", f"{name}.json")
+    with _open_url(url) as resp:
+        raw = resp.read(64 << 20)
+    try:
+        from nestos_stream import Stream
+
+        stream = Stream.from_json(raw, url)
+        sel = stream.select(arch, "metal", "pxe")
+        return {k: {"location": a.location, "signature": a.signature, "sha256": a.sha256}
+                for k, a in sel.items()}
+    except ImportError:
+        pass
+    except NestosError:
+        raise
+    except Exception as e:  # nestos_stream raises its own StreamError
+        raise NestosError(f"stream metadata from {url}: {e}") from e
+    try:
+        doc = json.loads(raw)
+        return dict(doc["architectures"][arch]["artifacts"]["metal"]["formats"]["pxe"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise NestosError(
+            f"couldn't find architecture {arch}, platform metal, format pxe in stream metadata"
+        ) from e
+
+
+def from_stream(name: str, base: str, arch: str, dest: Path, keys: Sequence[bytes], *,
+                insecure: bool, download: bool) -> LiveArtifacts:
+    """Resolve the stream; with download=True fetch + verify (sha256 and .sig) into dest."""
+    arts = stream_pxe(name, base, arch)
+    parts: Dict[str, Part] = {}
+    verification = []
+    for kind in ("kernel", "initramfs", "rootfs"):
+        if kind not in arts:
+            if kind == "rootfs":
+                continue
+            raise NestosError(f"stream {name} has no {kind} for {arch}")
+        a = arts[kind]
+        loc = str(a["location"])
+        if not download:
+            with _open_url(loc) as resp:
+                size = int(resp.headers.get("Content-Length") or 0)
+            parts[kind] = Part(kind, size, loc)
+            continue
+        path = dest / os.path.basename(urllib.parse.urlsplit(loc).path)
+        _download(loc, path, a.get("sha256"))
+        sig_url = a.get("signature")
+        if sig_url:
+            sig = Path(str(path) + ".sig")
+            _download(str(sig_url), sig, None)
+            verification.append(f"{kind}: good signature from {verify(path, sig, keys)}")
+        elif not insecure:
+            raise SignatureMissing(f"stream {name} lists no signature for {kind}")
+        parts[kind] = Part(kind, path.stat().st_size, loc, path)
+    art = LiveArtifacts(SourceKind.STREAM, f"stream {name}", parts, arch,
+                        list(DEFAULT_LIVE_KARGS), verification)
+    inspect_initramfs(art)
+    return art
+
+
+def _download(url: str, dest: Path, sha256: Optional[str]) -> None:
+    tmp = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    with _open_url(url) as resp, open(tmp, "wb") as out:
+        while True:
+            chunk = resp.read(4 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+            out.write(chunk)
+    if sha256 and digest.hexdigest() != sha256:
+        tmp.unlink()
+        raise HashMismatch(f"{url}: sha256 {digest.hexdigest()} does not match {sha256}")
+    os.replace(tmp, dest)

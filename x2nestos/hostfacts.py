@@ -1,0 +1,262 @@
+"""Read-only facts about the running host (kernel, firmware, memory, mounts, virtualisation).
+
+Every reader takes `root` so tests run it on a directory tree; stdlib only, no commands run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+ROOT = Path("/")
+
+# EFI global variable GUID; the SecureBoot variable is 4 attribute bytes + 1 value byte.
+EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+# Architecture names as artifacts and `uname -m` spell them, mapped to one canonical name.
+ARCH_ALIASES = {
+    "x86_64": "x86_64",
+    "amd64": "x86_64",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+    "loongarch64": "loongarch64",
+}
+
+
+def _read(root: Path, rel: str) -> Optional[str]:
+    try:
+        return (root / rel.lstrip("/")).read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def _read_bytes(root: Path, rel: str) -> Optional[bytes]:
+    try:
+        return (root / rel.lstrip("/")).read_bytes()
+    except OSError:
+        return None
+
+
+def canonical_arch(name: str) -> Optional[str]:
+    """The canonical architecture name, or None when we do not know it."""
+    return ARCH_ALIASES.get(name.strip().lower())
+
+
+def machine_arch(root: Path = ROOT) -> str:
+    """`uname -m` of the host: /proc/sys/kernel/arch when present, else os.uname()."""
+    text = _read(root, "proc/sys/kernel/arch")
+    if text and text.strip():
+        return text.strip()
+    return os.uname().machine
+
+
+def kernel_release(root: Path = ROOT) -> str:
+    text = _read(root, "proc/sys/kernel/osrelease")
+    return text.strip() if text else os.uname().release
+
+
+def read_cmdline(root: Path = ROOT) -> str:
+    text = _read(root, "proc/cmdline")
+    return text.strip() if text else ""
+
+
+def consoles(cmdline: str) -> List[str]:
+    """Every `console=` value of a kernel command line, in order (the last one is /dev/console)."""
+    return [arg[len("console="):] for arg in cmdline.split() if arg.startswith("console=")]
+
+
+def meminfo(root: Path = ROOT) -> Dict[str, int]:
+    """/proc/meminfo as bytes per key (kB lines multiplied out)."""
+    out: Dict[str, int] = {}
+    for line in (_read(root, "proc/meminfo") or "").splitlines():
+        m = re.match(r"^(\w+(?:\(\w+\))?):\s+(\d+)(?:\s+kB)?\s*$", line)
+        if m:
+            mult = 1024 if line.rstrip().endswith("kB") else 1
+            out[m.group(1)] = int(m.group(2)) * mult
+    return out
+
+
+@dataclass(frozen=True)
+class KexecFacts:
+    """What the running kernel allows for kexec."""
+
+    supported: bool  # /sys/kernel/kexec_loaded exists (CONFIG_KEXEC_CORE)
+    loaded: bool
+    load_disabled: bool  # kernel.kexec_load_disabled=1 blocks both syscalls until reboot
+    lockdown: Optional[str]  # none / integrity / confidentiality; None when no lockdown LSM
+    secure_boot: Optional[bool]  # None on BIOS hosts or unreadable efivars
+    config_kexec: Optional[bool]  # from /boot/config-<release>, None if that file is missing
+    config_kexec_file: Optional[bool]
+
+    @property
+    def legacy_blocked(self) -> bool:
+        """kexec_load cannot be used: lockdown (set by Secure Boot) forbids unsigned loads."""
+        return self.lockdown in ("integrity", "confidentiality") or bool(self.secure_boot)
+
+    @property
+    def use_file_load(self) -> bool:
+        """Pick kexec_file_load when kexec_load is blocked, or when only file load is built."""
+        if self.legacy_blocked:
+            return True
+        return self.config_kexec is False and bool(self.config_kexec_file)
+
+    @property
+    def possible(self) -> bool:
+        if not self.supported or self.load_disabled:
+            return False
+        if self.use_file_load:
+            return self.config_kexec_file is not False
+        return self.config_kexec is not False
+
+
+def lockdown_mode(root: Path = ROOT) -> Optional[str]:
+    """The bracketed word of /sys/kernel/security/lockdown (`none [integrity] ...`)."""
+    text = _read(root, "sys/kernel/security/lockdown")
+    if text is None:
+        return None
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else None
+
+
+def is_efi(root: Path = ROOT) -> bool:
+    return (root / "sys/firmware/efi").is_dir()
+
+
+def secure_boot(root: Path = ROOT) -> Optional[bool]:
+    data = _read_bytes(root, f"sys/firmware/efi/efivars/SecureBoot-{EFI_GLOBAL}")
+    if data is None or len(data) < 5:
+        return False if is_efi(root) and data is None else None
+    return data[4] == 1
+
+
+def _kernel_config(root: Path, release: str) -> Optional[Dict[str, str]]:
+    text = _read(root, f"boot/config-{release}") or _read(root, f"lib/modules/{release}/config")
+    if text is None:
+        return None
+    conf: Dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            key, _, val = line.partition("=")
+            conf[key] = val
+    return conf
+
+
+def kexec_facts(root: Path = ROOT) -> KexecFacts:
+    loaded_text = _read(root, "sys/kernel/kexec_loaded")
+    disabled = (_read(root, "proc/sys/kernel/kexec_load_disabled") or "0").strip() == "1"
+    conf = _kernel_config(root, kernel_release(root))
+    return KexecFacts(
+        supported=loaded_text is not None,
+        loaded=(loaded_text or "0").strip() == "1",
+        load_disabled=disabled,
+        lockdown=lockdown_mode(root),
+        secure_boot=secure_boot(root),
+        config_kexec=None if conf is None else conf.get("CONFIG_KEXEC") == "y",
+        config_kexec_file=None if conf is None else conf.get("CONFIG_KEXEC_FILE") == "y",
+    )
+
+
+def container(root: Path = ROOT) -> Optional[str]:
+    """Name of the container runtime we run in, or None (kexec never works in a container)."""
+    if (root / "run/.containerenv").exists():
+        return "podman"
+    if (root / ".dockerenv").exists():
+        return "docker"
+    text = _read(root, "run/systemd/container")
+    if text and text.strip():
+        return text.strip()
+    env = _read_bytes(root, "proc/1/environ") or b""
+    for item in env.split(b"\0"):
+        if item.startswith(b"container=") and len(item) > len(b"container="):
+            return item.split(b"=", 1)[1].decode(errors="replace")
+    return None
+
+
+_VM_VENDORS: Tuple[Tuple[str, str], ...] = (
+    ("qemu", "qemu"),
+    ("kvm", "kvm"),
+    ("vmware", "vmware"),
+    ("virtualbox", "virtualbox"),
+    ("innotek", "virtualbox"),
+    ("xen", "xen"),
+    ("microsoft corporation", "hyperv"),
+    ("amazon ec2", "amazon"),
+    ("google", "google"),
+    ("openstack", "openstack"),
+    ("alibaba cloud", "alibaba"),
+    ("huawei cloud", "huawei"),
+)
+
+
+def hypervisor(root: Path = ROOT) -> Optional[str]:
+    """A short hypervisor name from DMI strings, /sys/hypervisor or the cpuinfo flag."""
+    for key in ("sys_vendor", "product_name", "bios_vendor", "board_vendor"):
+        text = (_read(root, f"sys/class/dmi/id/{key}") or "").strip().lower()
+        for needle, name in _VM_VENDORS:
+            if needle in text:
+                return name
+    hv = _read(root, "sys/hypervisor/type")
+    if hv and hv.strip():
+        return hv.strip()
+    for line in (_read(root, "proc/cpuinfo") or "").splitlines():
+        if line.startswith("flags") and " hypervisor" in line:
+            return "unknown"
+    return None
+
+
+def systemd_is_pid1(root: Path = ROOT) -> bool:
+    if (root / "run/systemd/system").is_dir():
+        return True
+    return (_read(root, "proc/1/comm") or "").strip() == "systemd"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/self/mountinfo."""
+
+    devno: str  # "major:minor"
+    target: str
+    fstype: str
+    source: str
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def mounts(root: Path = ROOT) -> List[Mount]:
+    out: List[Mount] = []
+    for line in (_read(root, "proc/self/mountinfo") or "").splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        rest = right.split()
+        if not sep or len(fields) < 5 or len(rest) < 2:
+            continue
+        out.append(Mount(fields[2], _unescape(fields[4]), rest[0], _unescape(rest[1])))
+    return out
+
+
+def mount_of(path: str, table: List[Mount]) -> Optional[Mount]:
+    """The mount that holds `path` (longest matching target; the last such one wins)."""
+    best: Optional[Mount] = None
+    norm = os.path.normpath("/" + path.lstrip("/"))
+    for m in table:
+        t = m.target.rstrip("/") or "/"
+        if norm == t or norm.startswith(t if t.endswith("/") else t + "/") or t == "/":
+            if best is None or len(t) >= len(best.target.rstrip("/") or "/"):
+                best = m
+    return best
+
+
+def swaps(root: Path = ROOT) -> List[str]:
+    lines = (_read(root, "proc/swaps") or "").splitlines()[1:]
+    return [line.split()[0] for line in lines if line.split()]
+
+
+MEMORY_FS = frozenset({"tmpfs", "ramfs", "rootfs"})

@@ -1,0 +1,332 @@
+"""The conversion plan: options in, everything `convert` would do out (checks, artifacts,
+kernel command line, generated Ignition, target identity, what is and is not carried).
+
+Builds the plan from host readers without changing anything (a --stream plan only asks sizes).
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+
+from nestos_installer import run as runner
+from nestos_installer.errors import ConfigError, NestosError, UsageError
+
+from x2nestos import disk, hostfacts, identity, network, preflight
+from x2nestos.artifacts import (
+    DEFAULT_STREAM_BASE,
+    LiveArtifacts,
+    from_iso,
+    from_pxe_dir,
+    from_stream,
+)
+from x2nestos.initramfs import Compression, archive
+from x2nestos.payload import (
+    DestSource,
+    LivePaths,
+    Payload,
+    check_ignition_hash,
+    dest_ignition,
+    installer_config,
+    parse_user_ignition,
+    redacted,
+    redacted_keyfile,
+    target_check_script,
+)
+from x2nestos.preflight import Check, Status
+from x2nestos.signature import default_keys
+
+
+class Carry(enum.Enum):
+    HOSTNAME = "hostname"
+    SSH_KEYS = "ssh-keys"
+    HOST_KEYS = "host-keys"
+    NETWORK = "network"
+    CONSOLE = "console"
+
+    @classmethod
+    def parse(cls, text: str) -> FrozenSet[Carry]:
+        out = set()
+        for word in filter(None, (w.strip() for w in text.split(","))):
+            if word == "all":
+                out |= set(cls)
+            elif word == "none":
+                continue
+            else:
+                try:
+                    out.add(cls(word))
+                except ValueError:
+                    names = ",".join(c.value for c in cls)
+                    raise UsageError(f"unknown --carry item {word!r} (choose from {names})") \
+                        from None
+        return frozenset(out)
+
+
+DEFAULT_CARRY = frozenset({Carry.CONSOLE, Carry.NETWORK})
+DEFAULT_WORK_DIR = Path("/var/lib/x2nestos")
+# Interface naming kargs: carried with the network so carried names keep meaning the same NICs.
+NAMING_KARGS = ("net.ifnames=", "biosdevname=")
+DEFAULT_CONSOLES = {"x86_64": ("tty0", "ttyS0,115200n8"), "aarch64": ("tty0", "ttyAMA0,115200n8")}
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Frozen options of doctor / plan / convert."""
+
+    root: Path = Path("/")
+    target: Optional[str] = None
+    iso: Optional[Path] = None
+    pxe: Optional[Path] = None
+    stream: Optional[str] = None
+    stream_base_url: str = DEFAULT_STREAM_BASE
+    keyrings: Tuple[Path, ...] = ()
+    insecure: bool = False
+    ignition_file: Optional[Path] = None
+    ignition_url: Optional[str] = None
+    ignition_hash: Optional[str] = None
+    carry: FrozenSet[Carry] = DEFAULT_CARRY
+    save_partlabel: Tuple[str, ...] = ()
+    live_kargs: Tuple[str, ...] = ()
+    dest_kargs: Tuple[str, ...] = ()
+    work_dir: Optional[Path] = None
+    compression: Compression = Compression.GZIP
+    force_unmounted_data: bool = False
+
+    def __post_init__(self) -> None:
+        sources = [s for s in (self.iso, self.pxe, self.stream) if s]
+        if len(sources) > 1:
+            raise UsageError("give only one of --iso, --pxe, --stream")
+        if self.ignition_file and self.ignition_url:
+            raise UsageError("give only one of --ignition-file, --ignition-url")
+        if self.ignition_hash and not self.ignition_url:
+            raise UsageError("--ignition-hash needs --ignition-url")
+        if self.ignition_url:
+            if not self.ignition_url.startswith(("http://", "https://")):
+                raise UsageError(f"unknown protocol for URL '{self.ignition_url}'")
+            if self.ignition_url.startswith("http://") and not self.ignition_hash:
+                raise UsageError("a plain http:// --ignition-url needs --ignition-hash",
+                                 hint="or use --ignition-file (no HTTP server needed)")
+            if self.ignition_hash:
+                check_ignition_hash(self.ignition_hash)
+
+    @property
+    def has_source(self) -> bool:
+        return bool(self.iso or self.pxe or self.stream)
+
+    @property
+    def staging(self) -> Path:
+        return self.work_dir or DEFAULT_WORK_DIR
+
+    def keys(self) -> List[bytes]:
+        if not self.keyrings:
+            return default_keys()
+        out = []
+        for p in self.keyrings:
+            try:
+                out.append(p.read_bytes())
+            except OSError as e:
+                raise ConfigError(f"reading keyring {p}") from e
+        return out
+
+
+@dataclass
+class Plan:
+    config: ConvertConfig
+    checks: List[Check]
+    machine: str
+    kexec: hostfacts.KexecFacts
+    systemd: bool
+    target: Optional[disk.TargetDisk]
+    artifacts: Optional[LiveArtifacts]
+    payload: Optional[Payload]
+    archive_size: int
+    cmdline: str
+    carried: List[str] = field(default_factory=list)
+    not_carried: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return preflight.verdict(self.checks)
+
+    def first_failure(self) -> Optional[Check]:
+        return next((c for c in self.checks if c.status.blocks), None)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checks": [c.to_json() for c in self.checks],
+            "architecture": self.machine,
+            "kexec": {"syscall": "kexec_file_load" if self.kexec.use_file_load else "kexec_load",
+                      "secure-boot": self.kexec.secure_boot, "lockdown": self.kexec.lockdown,
+                      "jump": "systemctl kexec" if self.systemd else "kexec -e"},
+            "target": self.target.to_json() if self.target else None,
+            "artifacts": self.artifacts.to_json() if self.artifacts else None,
+            "kernel-command-line": self.cmdline,
+            "installer-config": self.payload.installer if self.payload else None,
+            "destination-ignition": redacted(self.payload.dest) if self.payload else None,
+            "network-keyfiles": {n: redacted_keyfile(t) for n, t in
+                                 (self.payload.keyfiles.items() if self.payload else [])},
+            "appended-archive-size": self.archive_size,
+            "carried": self.carried,
+            "not-carried": self.not_carried,
+            "notes": self.notes,
+        }
+
+
+def _artifacts(cfg: ConvertConfig, arch: str, download: bool) -> Optional[LiveArtifacts]:
+    if cfg.iso:
+        return from_iso(cfg.iso)
+    if cfg.pxe:
+        return from_pxe_dir(cfg.pxe)
+    if cfg.stream:
+        canon = hostfacts.canonical_arch(arch) or arch
+        dest = cfg.root / str(cfg.staging).lstrip("/") / "download"
+        if download:
+            dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return from_stream(cfg.stream, cfg.stream_base_url, canon, dest, cfg.keys(),
+                           insecure=cfg.insecure, download=download)
+    return None
+
+
+def _consoles(cfg: ConvertConfig, arch: str) -> Tuple[List[str], bool]:
+    """(consoles for the live kernel and the installed system, carried from the host?)"""
+    if Carry.CONSOLE in cfg.carry:
+        found = hostfacts.consoles(hostfacts.read_cmdline(cfg.root))
+        if found:
+            return found, True
+    canon = hostfacts.canonical_arch(arch) or "x86_64"
+    return list(DEFAULT_CONSOLES.get(canon, ("tty0",))), False
+
+
+def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
+    """Gather facts and compute everything; errors that stop a conversion become FAIL checks."""
+    root = cfg.root
+    machine = hostfacts.machine_arch(root)
+    kexec = hostfacts.kexec_facts(root)
+    checks = [preflight.check_root(root), preflight.check_container(hostfacts.container(root)),
+              preflight.check_hypervisor(hostfacts.hypervisor(root))]
+    art: Optional[LiveArtifacts] = None
+    try:
+        art = _artifacts(cfg, machine, download)
+    except NestosError as e:
+        checks.append(Check("artifacts", Status.FAIL, str(e)))
+    else:
+        if art is not None:
+            checks.append(Check("artifacts", Status.OK,
+                                f"{art.kind.value} {art.origin}: " + ", ".join(
+                                    f"{n} {p.size} bytes" for n, p in art.parts.items())))
+            if "rootfs" not in art.parts:
+                checks.append(Check("artifacts-rootfs", Status.WARN, "no rootfs.img: the live "
+                                    "initramfs must fetch its rootfs over the network"))
+    checks.append(preflight.check_arch(machine, art))
+    if art is not None:
+        checks.append(preflight.check_live_image(art))
+    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+
+    target: Optional[disk.TargetDisk] = None
+    target_error: Optional[str] = None
+    try:
+        spec = cfg.target or disk.root_disk(root)
+        if spec is None:
+            raise UsageError("no target disk given and the disk holding / was not found")
+        target = disk.resolve(spec, root)
+    except NestosError as e:
+        target_error = str(e)
+    checks += preflight.check_target(target, cfg.save_partlabel, cfg.force_unmounted_data,
+                                     target_error)
+
+    carried: List[str] = []
+    not_carried: List[str] = []
+    notes: List[str] = []
+    ident = identity.read_identity(
+        root,
+        users=Carry.SSH_KEYS in cfg.carry,
+        host_keys=Carry.HOST_KEYS in cfg.carry,
+        hostname=Carry.HOSTNAME in cfg.carry,
+    )
+    not_carried += ident.not_carried
+    notes += ident.notes
+    for u in ident.users:
+        carried.append(f"ssh-keys: {len(u.keys)} key(s) of {u.name}")
+    carried += [f"host-keys: {p}" for p in sorted(ident.host_keys)]
+    if ident.hostname:
+        carried.append(f"hostname: {ident.hostname}")
+    keyfiles: Dict[str, str] = {}
+    if Carry.NETWORK in cfg.carry:
+        net = network.read_network(root)
+        keyfiles = net.keyfiles
+        carried += [f"network: {n} (from {s})" for n, s in zip(net.keyfiles, net.sources)]
+        not_carried += net.not_carried
+    naming: List[str] = []
+    if Carry.NETWORK in cfg.carry:
+        naming = [a for a in hostfacts.read_cmdline(root).split() if a.startswith(NAMING_KARGS)]
+        carried += [f"network: kernel argument {a}" for a in naming]
+    consoles, from_host = _consoles(cfg, machine)
+    carried.append(("console: " if from_host else "console (default): ") + " ".join(consoles))
+    not_carried += [f"{c.value}: not requested (--carry)" for c in Carry if c not in cfg.carry]
+    not_carried += ["users' passwords, packages, services, /etc and data on the target "
+                    "(NestOS is installed fresh)"]
+
+    payload: Optional[Payload] = None
+    size = 0
+    try:
+        user = DestSource()
+        if cfg.ignition_file:
+            try:
+                data = cfg.ignition_file.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"reading Ignition config {cfg.ignition_file}") from e
+            user = DestSource(config=parse_user_ignition(data, str(cfg.ignition_file)))
+        elif cfg.ignition_url:
+            user = DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
+        if user == DestSource() and not ident.users:
+            checks.append(Check("login", Status.FAIL, "no --ignition-file/--ignition-url and "
+                                "no SSH keys carried: nobody could log in to the new system"))
+        if target is not None and target.stable_path:
+            paths = LivePaths(art.prefix if art else "nestos")
+            dest_consoles = consoles if Carry.CONSOLE in cfg.carry else []
+            directives = (art.features or {}).get("installer-config-directives") if art else None
+            if dest_consoles and art is not None and art.features is not None and not (
+                    isinstance(directives, dict) and directives.get("console")):
+                not_carried.append("console: this live image's installer has no `console` "
+                                   "setting; the installed system keeps its default console")
+                dest_consoles = []
+            inst = installer_config(
+                target.stable_path,
+                paths=paths,
+                consoles=dest_consoles,
+                save_partlabel=cfg.save_partlabel,
+                append_karg=tuple(naming) + cfg.dest_kargs,
+            )
+            payload = Payload(dest_ignition(user, ident, keyfiles), inst, keyfiles,
+                              target_check_script(target.stable_path, target.size, target.serial),
+                              paths)
+            size = len(archive(payload.members(), cfg.compression))
+    except NestosError as e:
+        checks.append(Check("ignition", Status.FAIL, str(e)))
+
+    kargs = list(art.live_kargs if art else []) + naming + list(cfg.live_kargs)
+    kargs += [f"console={c}" for c in consoles]
+    mem = hostfacts.meminfo(root)
+    checks.append(preflight.check_memory(mem, art, size or preflight.PAYLOAD_ESTIMATE))
+    need = preflight.memory_need(art, size)["disk"] if art is not None else 0
+    checks.append(preflight.check_staging(root, cfg.staging, need))
+    systemd = hostfacts.systemd_is_pid1(root)
+    checks.append(Check("jump", Status.INFO, "systemctl kexec (orderly shutdown)" if systemd
+                        else "kexec -e (systemd is not PID 1: no orderly shutdown)"))
+    if cfg.save_partlabel and target is not None:
+        for pat in cfg.save_partlabel:
+            if not any(p.label and fnmatch.fnmatchcase(p.label, pat) for p in target.partitions):
+                notes.append(f"--save-partlabel {pat}: no partition on the target matches")
+    return Plan(cfg, checks, machine, kexec, systemd, target, art, payload, size,
+                " ".join(kargs), carried, not_carried, notes)
+
+
+def staging_paths(cfg: ConvertConfig) -> Tuple[Path, Path, Path]:
+    """(directory, kernel, combined initrd) under the staging dir, seen through cfg.root."""
+    d = cfg.root / str(cfg.staging).lstrip("/")
+    return d, d / "vmlinuz", d / "initrd-combined.img"
