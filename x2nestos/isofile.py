@@ -1,20 +1,33 @@
-"""Minimal read-only ISO9660 lookup (primary volume, Rock Ridge NM names) for the live ISO.
+"""Read-only lookup of files inside the live ISO, for pulling out the PXE kernel/initramfs.
 
-stdlib only so the zipapp needs neither pycdlib nor xorriso; every offset is bounds-checked.
+ISO9660 parsing is left to a library or a system tool, never done here: pycdlib (through
+nestos_installer.live.iso9660) when it is importable, else `xorriso` or `isoinfo`-free
+`xorriso -find ... report_lba`. Every offset they report is bounds-checked against the file.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
-import struct
 from pathlib import Path
-from typing import BinaryIO, Dict, Optional, Tuple
+from typing import Any, BinaryIO, Optional, Tuple
 
-from nestos_installer.errors import ImageFormatError, NotFound
+from nestos_installer import run
+from nestos_installer.errors import ImageFormatError, NestosError, NotFound, ToolMissing
 
 SECTOR = 2048
 MAX_DEPTH = 16
+
+
+def _pycdlib_reader() -> Any:
+    """nestos_installer.live.iso9660, or None where pycdlib is missing (e.g. the zipapp).
+
+    Imported by name so the zipapp builder does not bundle it (it needs pycdlib)."""
+    try:
+        return importlib.import_module("nestos_installer.live.iso9660")
+    except ImportError:
+        return None
 
 
 class IsoImage:
@@ -27,16 +40,24 @@ class IsoImage:
         except OSError as e:
             raise ImageFormatError(f"opening ISO {path}") from e
         self.size = os.fstat(self._f.fileno()).st_size
-        pvd = self._read(16 * SECTOR, SECTOR)
+        pvd = self._read(16 * SECTOR, SECTOR) if self.size >= 17 * SECTOR else b""
         if pvd[0:1] != b"\x01" or pvd[1:6] != b"CD001":
             self.close()
             raise ImageFormatError(f"{path} is not an ISO9660 image (no primary volume descriptor)")
-        self.block = struct.unpack_from("<H", pvd, 128)[0]
-        if self.block not in (512, 1024, 2048):
-            raise ImageFormatError(f"{path}: unsupported logical block size {self.block}")
         self.volume_id = pvd[40:72].decode("ascii", "replace").strip()
-        self._root = self._record(pvd[156:190], "root")
-        self._cache: Dict[Tuple[int, int], Dict[str, Tuple[int, int, bool]]] = {}
+        self._lib: Any = None
+        mod = _pycdlib_reader()
+        if mod is not None:
+            try:
+                self._lib = mod.IsoImage(self._f)
+            except NestosError:
+                self.close()
+                raise
+        elif not run.have_tool("xorriso"):
+            self.close()
+            raise ToolMissing("reading a live ISO needs pycdlib (python3-pycdlib) or xorriso",
+                              hint="install one of them, or extract the PXE files and use "
+                              "--pxe DIR")
 
     def close(self) -> None:
         self._f.close()
@@ -58,59 +79,38 @@ class IsoImage:
             raise ImageFormatError(f"{self.path}: short read at {offset}")
         return data
 
-    def _record(self, rec: bytes, what: str) -> Tuple[int, int, bool]:
-        if len(rec) < 34:
-            raise ImageFormatError(f"{self.path}: truncated directory record ({what})")
-        extent = struct.unpack_from("<I", rec, 2)[0]
-        size = struct.unpack_from("<I", rec, 10)[0]
-        flags = rec[25]
-        if flags & 0x80:
-            raise ImageFormatError(f"{self.path}: multi-extent file {what} is not supported")
-        if extent * self.block + size > self.size:
-            raise ImageFormatError(f"{self.path}: {what} extends past the end of the image")
-        return extent * self.block, size, bool(flags & 0x02)
-
-    def _listdir(self, offset: int, size: int) -> Dict[str, Tuple[int, int, bool]]:
-        key = (offset, size)
-        if key in self._cache:
-            return self._cache[key]
-        data = self._read(offset, size)
-        entries: Dict[str, Tuple[int, int, bool]] = {}
-        pos = 0
-        while pos < len(data):
-            length = data[pos]
-            if length == 0:  # records never span sectors: skip to the next one
-                pos = (pos // SECTOR + 1) * SECTOR
-                continue
-            rec = data[pos:pos + length]
-            if len(rec) != length or length < 34:
-                raise ImageFormatError(f"{self.path}: bad directory record at {offset + pos}")
-            nlen = rec[32]
-            raw = rec[33:33 + nlen]
-            if raw not in (b"\x00", b"\x01"):
-                name = _rock_ridge_name(rec[33 + nlen + (1 - nlen % 2):]) or _iso_name(raw)
-                entries[name] = self._record(rec, name)
-            pos += length
-        self._cache[key] = entries
-        return entries
-
     def lookup(self, path: str) -> Optional[Tuple[int, int, bool]]:
+        """(byte offset, size, is_dir) of `path`, or None when it does not exist."""
         parts = [p for p in path.strip("/").split("/") if p]
         if len(parts) > MAX_DEPTH or any(p in (".", "..") for p in parts):
             raise ImageFormatError(f"bad ISO path {path!r}")
-        cur = self._root
-        for _i, part in enumerate(parts):
-            if not cur[2]:
+        if self._lib is not None:
+            try:
+                hit = self._lib.lookup("/".join(parts))
+            except NotFound:
                 return None
-            entries = self._listdir(cur[0], cur[1])
-            hit = entries.get(part)
-            if hit is None:  # fall back to a case-insensitive match (8.3 names)
-                folded = {k.lower(): v for k, v in entries.items()}
-                hit = folded.get(part.lower())
-            if hit is None:
+            found = (int(hit.offset), int(hit.length), bool(hit.is_dir))
+        else:
+            found_x = self._xorriso_lookup("/" + "/".join(parts))
+            if found_x is None:
                 return None
-            cur = hit
-        return cur
+            found = found_x
+        if found[0] < 0 or found[0] + found[1] > self.size:
+            raise ImageFormatError(f"{self.path}: {path} lies outside the image")
+        return found
+
+    def _xorriso_lookup(self, path: str) -> Optional[Tuple[int, int, bool]]:
+        proc = run.run(["xorriso", "-indev", self.path, "-find", path, "-exec", "report_lba",
+                        "--"], check=False, reason="read the live ISO")
+        for line in proc.stdout.decode(errors="replace").splitlines():
+            if line.startswith("File data lba:"):
+                fields = [f.strip() for f in line.split(":", 1)[1].split(",", 4)]
+                try:
+                    lba, size = int(fields[1]), int(fields[3])
+                except (IndexError, ValueError):
+                    raise ImageFormatError(f"unexpected xorriso output: {line!r}") from None
+                return lba * SECTOR, size, False
+        return None
 
     def find(self, path: str) -> Tuple[int, int]:
         hit = self.lookup(path)
@@ -158,23 +158,3 @@ class _Limited:
         data = self.f.read(size)
         self.n -= len(data)
         return data
-
-
-def _iso_name(raw: bytes) -> str:
-    name = raw.decode("ascii", "replace").split(";", 1)[0]
-    return name[:-1] if name.endswith(".") else name
-
-
-def _rock_ridge_name(area: bytes) -> Optional[str]:
-    """Concatenate the NM entries of a System Use area (SUSP), if any."""
-    pos, parts = 0, []
-    while pos + 4 <= len(area):
-        sig, length = area[pos:pos + 2], area[pos + 2]
-        if length < 4 or pos + length > len(area):
-            break
-        if sig == b"NM" and length >= 5:
-            flags = area[pos + 4]
-            if not flags & 0x06:  # not "." or ".."
-                parts.append(area[pos + 5:pos + length].decode("utf-8", "replace"))
-        pos += length
-    return "".join(parts) or None
