@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Any, Callable, Optional, Protocol
+import queue
+import threading
+from typing import Any, Callable, List, Optional, Protocol, Tuple
 
 from nestos_installer.errors import ImageFormatError, TargetError
 from nestos_installer.gpt import check_sector_size
 from nestos_installer.pipeline.readers import BUFSIZE, read_exactly
 
 MIB = 1 << 20
+NBUF = 4  # image buffers in flight between decompression and disk writes
 
 
 class Writable(Protocol):
@@ -48,12 +51,39 @@ def stream_image(image: Any, target: Writable, *, limit: int, sector_size: int,
         raise TargetError(f"destination is smaller than 1 MiB ({limit} bytes)")
     too_big = limit_error or _too_big(limit, limit_what)
     direct = getattr(target, "direct_fd", None)
-    buf = mmap.mmap(-1, BUFSIZE)  # page-aligned, as O_DIRECT requires
-    view = memoryview(buf)
     readinto = getattr(image, "readinto", None)
+    # Decompression and disk writes overlap: this thread fills page-aligned buffers (as
+    # O_DIRECT requires) while a writer thread drains full ones, so the decompressor never
+    # waits on a synchronous write. Memory stays at NBUF buffers whatever the image size.
+    bufs = [mmap.mmap(-1, BUFSIZE) for _ in range(NBUF)]
+    views = [memoryview(b) for b in bufs]
+    free: queue.Queue[int] = queue.Queue()
+    full: queue.Queue[Optional[Tuple[int, int, int]]] = queue.Queue()
+    for k in range(NBUF):
+        free.put(k)
+    failure: List[BaseException] = []
+
+    def drain() -> None:
+        while True:
+            item = full.get()
+            if item is None:
+                return
+            k, n, off = item
+            try:
+                if not failure:
+                    fd = direct if (direct is not None and n % 4096 == 0) else target.fd
+                    _pwrite_all(fd, views[k][:n], off)
+            except BaseException as e:  # reported to the reading thread
+                failure.append(e)
+            free.put(k)
+
+    writer_thread = threading.Thread(target=drain, name="nestos-image-writer", daemon=True)
+    writer_thread.start()
     offset = MIB
     try:
-        while True:
+        while not failure:
+            k = free.get()
+            view = views[k]
             if readinto is not None:
                 n = readinto(view)
             else:
@@ -61,15 +91,22 @@ def stream_image(image: Any, target: Writable, *, limit: int, sector_size: int,
                 n = len(chunk)
                 view[:n] = chunk
             if n == 0:
+                free.put(k)
                 break
             if offset + n > limit:
+                free.put(k)
                 raise too_big(limit)
-            fd = direct if (direct is not None and n % 4096 == 0) else target.fd
-            _pwrite_all(fd, view[:n], offset)
+            full.put((k, n, offset))
             offset += n
     finally:
-        view.release()
-        buf.close()
+        full.put(None)
+        writer_thread.join()
+        for v in views:
+            v.release()
+        for b in bufs:
+            b.close()
+    if failure:
+        raise TargetError(f"writing the image at offset {offset}") from failure[0]
     return head
 
 

@@ -20,6 +20,9 @@ APT_PKGS=(
   xorriso squashfs-tools kmod file curl mmdebstrap
   # test oracles
   ignition
+  # building and checking the .deb and .rpm packages
+  rpm debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel
+  man-db
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do
