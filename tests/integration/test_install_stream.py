@@ -91,3 +91,19 @@ def test_bad_stream_metadata_one_line(demo_artifacts, tmp_path):  # noqa: F811
         assert lines[0].startswith("Error: ") and "stream metadata" in lines[0], lines
         assert len(lines) == 1
         assert read_at(dev, 0, 4) == b"keep"
+
+
+def test_architecture_and_offline_errors(demo_artifacts, tmp_path):  # noqa: F811
+    a = demo_artifacts
+    with TestServer() as srv, loop_disk(tmp_path / "d.img", 256 * MIB) as dev:
+        base = serve_stream(srv, a, tmp_path)
+        with open(dev, "r+b") as f:
+            f.write(b"keep")
+        proc = cli("install", "--stream", "demo", "--stream-base-url", base,
+                   "--architecture", "riscv64", "--keyring", str(a.public_key), dev)
+        assert proc.returncode != 0
+        assert "riscv64" in proc.stderr and "x86_64" in proc.stderr  # says what exists
+        proc = cli("install", "--offline", dev)
+        assert proc.returncode != 0
+        assert "cannot perform offline install" in proc.stderr
+        assert read_at(dev, 0, 4) == b"keep"
