@@ -204,7 +204,7 @@ def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
         if src.signature is not None:
             verifier = stack.enter_context(SignatureVerifier(src.signature, keyring))
         progress = stack.enter_context(Progress("image", src.length, cfg.progress))
-        sinks = [progress.on_chunk]
+        sinks: List[Callable[[bytes], object]] = [progress.on_chunk]
         if src.sha256:  # hashed only when someone (the stream) tells us what to expect
             sinks.append(sha.update)
         if verifier is not None:
