@@ -18,8 +18,8 @@ APT_PKGS=(
   # demo image, live ISO and boots
   qemu-system-x86 ovmf systemd-boot-efi grub-efi-amd64-bin grub-pc-bin busybox-static mtools
   xorriso squashfs-tools kmod file curl mmdebstrap
-  # test oracles
-  ignition
+  # test oracles and tools the tests drive
+  ignition openssl openssh-client systemd
   # building and checking the .deb and .rpm packages
   rpm debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel
   man-db
