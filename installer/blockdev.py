@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, TypeVar
 
 from nestos_installer import run
-from nestos_installer.errors import NestosError, TargetBusy, TargetError
+from nestos_installer.errors import TargetBusy, TargetError
 
 BLKRRPART = 0x125F
 BLKSSZGET = 0x1268
@@ -315,6 +315,3 @@ def require_not_root_disk(dev: str) -> None:
     if dev in root_disks():
         raise TargetBusy(f"{dev} holds the running system's root filesystem", [f"{dev} holds /"])
 
-
-class MountError(NestosError):
-    pass

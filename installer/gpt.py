@@ -140,7 +140,7 @@ class PartitionEntry:
     name: str = ""
     attrs: str = ""
 
-    def sfdisk_line(self, index: Optional[int] = None) -> str:
+    def sfdisk_line(self) -> str:
         fields = [f"start={self.start}", f"size={self.size}", f"type={self.type}",
                   f"uuid={self.uuid}"]
         if self.name:

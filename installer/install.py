@@ -17,7 +17,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from nestos_installer import blockdev, bootconfig, gpt, ignition, source, writer
 from nestos_installer.errors import (
     ConfigError,
-    FetchError,
     HashMismatch,
     InstallFailed,
     NestosError,
@@ -104,7 +103,7 @@ def _check_ca(paths: Sequence[Path]) -> None:
             raise ConfigError(f"no PEM certificate found in {p}")
 
 
-def _make_fetcher(cfg: InstallConfig) -> Fetcher:
+def _make_fetcher(cfg: InstallConfig, stack: ExitStack) -> Fetcher:
     ca: Optional[Path] = None
     if cfg.ignition_ca:
         _check_ca(cfg.ignition_ca)
@@ -112,6 +111,7 @@ def _make_fetcher(cfg: InstallConfig) -> Fetcher:
             ca = cfg.ignition_ca[0]
         else:
             fd, name = tempfile.mkstemp(prefix="nestos-installer-ca-")
+            stack.callback(os.unlink, name)
             with os.fdopen(fd, "wb") as f:
                 for p in cfg.ignition_ca:
                     f.write(p.read_bytes() + b"\n")
@@ -139,11 +139,10 @@ def _open_source(cfg: InstallConfig, fetcher: Fetcher, sector: int, say: Say) ->
 
 def install(cfg: InstallConfig, say: Say) -> None:
     """Install per `cfg`. Raises a NestosError; InstallFailed once the disk was written."""
-    for c in (cfg.copy_network and [cfg.network_dir] or []):
-        if not c.is_dir():
-            raise ConfigError(f"network directory {c} does not exist")
-    fetcher = _make_fetcher(cfg)
+    if cfg.copy_network and not cfg.network_dir.is_dir():
+        raise ConfigError(f"network directory {cfg.network_dir} does not exist")
     with ExitStack() as stack:
+        fetcher = _make_fetcher(cfg, stack)
         stack.callback(fetcher.close)
         ign = load_ignition(cfg, fetcher)
         target = blockdev.open_target(cfg.dest_device)
@@ -260,6 +259,3 @@ def _postprocess(cfg: InstallConfig, boot: Path, ign: Optional[bytes], say: Say)
         ignition.copy_network(boot, cfg.network_dir, say)
     os.sync()
 
-
-def fetch_error_hint(e: FetchError) -> str:
-    return "check the URL and the network, or raise --fetch-retries"
