@@ -12,7 +12,7 @@ case $job in demo|test|setup) ;; *) echo "usage: $0 demo|test|setup [pytest args
 
 APT_PKGS=(
   # installer runtime: GPG, codecs, partitioning, filesystems, kexec
-  gnupg gpgv xz-utils zstd gzip util-linux fdisk gdisk e2fsprogs dosfstools xfsprogs kexec-tools cpio
+  gnupg gpgv sqv xz-utils zstd gzip util-linux fdisk gdisk e2fsprogs dosfstools xfsprogs kexec-tools cpio
   # building pyparted in the virtualenv
   libparted-dev pkg-config gcc python3-dev python3-venv
   # demo image, live ISO and boots

@@ -44,8 +44,13 @@ class TestKey:
         self.uid = uid
 
     @classmethod
-    def generate(cls, tmpdir: Union[str, Path], name: str = "test") -> TestKey:
-        """Create a key named `name`; its public key is written to tmpdir/<name>.asc."""
+    def generate(
+        cls, tmpdir: Union[str, Path], name: str = "test", *, expire: str = "0"
+    ) -> TestKey:
+        """Create a key named `name`; its public key is written to tmpdir/<name>.asc.
+
+        `expire` is gpg's expiry spec ("0" = never, "seconds=2" for a key that expires soon).
+        """
         # A short private home: gpg-agent's socket path must fit in 108 bytes.
         home = tempfile.mkdtemp(prefix="gk-", dir="/tmp")
         uid = f"NestOS {name} test key <{name}@nestos.test>"
@@ -60,7 +65,7 @@ class TestKey:
                 uid,
                 "ed25519",
                 "sign",
-                "0",
+                expire,
             )
             fingerprint = cls._fingerprint(home)
             public = Path(tmpdir) / f"{name}.asc"
@@ -94,6 +99,13 @@ class TestKey:
         if isinstance(data, bytes):
             return _gpg(self.home, *args, input=data)
         return _gpg(self.home, *args, os.fspath(data))
+
+    def revoke(self) -> None:
+        """Revoke the key (its stored revocation certificate) and re-export the public key."""
+        cert = Path(self.home, "openpgp-revocs.d", f"{self.fingerprint}.rev").read_text()
+        # gpg stores it with a leading ':' so it cannot be imported by accident.
+        _gpg(self.home, "--import", input=cert.replace(":-----BEGIN", "-----BEGIN").encode())
+        self.public_key_path.write_bytes(_gpg(self.home, "--armor", "--export", self.fingerprint))
 
     def sign_file(self, path: Union[str, Path]) -> Path:
         """Write `<path>.sig` next to the file, as image sources expect it."""
