@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
-import yaml
 from nestos_installer.errors import ConfigError, UsageError
 
 LIST_KEYS = ("console", "append-karg", "delete-karg", "save-partlabel", "save-partindex",
@@ -37,6 +36,8 @@ def parse_file(path: Path) -> Dict[str, Value]:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"opening config file {path}") from e
+    import yaml  # only config files need it: not paid at every start-up
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -91,4 +92,6 @@ def installer_d_files(directory: Path = INSTALLER_D) -> List[Path]:
 
 
 def to_yaml(values: Dict[str, Value]) -> str:
+    import yaml
+
     return yaml.safe_dump(values, sort_keys=False, default_flow_style=False)

@@ -5,8 +5,8 @@ The data is checked while the install streams, by one of two backends:
 - `sqv` (Sequoia's signature verifier) reading the raw bytes on its stdin, when it is installed.
   gpg hashes the data of a detached signature one byte at a time (~270 MiB/s here, slower than
   loopback HTTP); sqv hashes in blocks (~1 GiB/s), so verification keeps up with the download.
-  It trusts exactly the keys gpg imported (re-exported from the temporary home), and the signer
-  is checked against gpg's listing (expired or revoked keys are refused, as gpg does).
+  It reads the same key files that gpg imports in a thread beside the stream; the signer sqv
+  names must be a key gpg accepted and lists as neither expired nor revoked (as gpg judges).
 - `gpg --verify SIG FIFO` through python-gnupg, reading a FIFO, everywhere else.
 `NESTOS_INSTALLER_VERIFIER=gpg|sqv|auto` picks one. Imports errors, run, readers.
 """
@@ -118,41 +118,67 @@ class SignatureVerifier:
         self.backend = choose_backend(backend)
         self.keyring = keyring
         self.gpg_messages: List[str] = []  # what the verifier printed (either backend)
+        key_data = self._read_keys(keyring)  # a missing key file fails here, before any work
         home = tempfile.mkdtemp(prefix="nestos-gpg-")  # mode 0700
         self._home: Optional[str] = home
         self._queue: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=_QUEUE_CHUNKS)
         self._result: Any = None
         self._gpg_error: Optional[BaseException] = None
+        self._setup_error: Optional[BaseException] = None  # gpg refused a key file
         self._writer_error: Optional[BaseException] = None
         self._delivered = False  # the writer passed every byte and closed the data channel
         self._stop = threading.Event()
         self._done = False
         self._verdict: Optional[VerifiedSignature] = None
         self._proc: Optional[Popen[bytes]] = None
-        self._gpg_thread: Optional[threading.Thread] = None
+        self._gpg: Any = None
+        self._trusted: Set[str] = set()
         self._keys: Dict[str, Dict[str, Any]] = {}  # any (sub)key fingerprint -> primary's listing
         try:
-            self._gpg = self._make_gpg(home)
-            self._trusted = self._import(keyring)
-            sig_path = os.path.join(home, "signature")
-            fd = os.open(sig_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(signature)
+            sig_path = self._private_file("signature", signature)
             self._fifo = os.path.join(home, "data")
+            # gpg's key import runs in a thread, beside the stream, never before it: sqv
+            # starts at once on the same key files and gpg's verdict on the keys is joined
+            # in finish(); the gpg backend imports and then opens the FIFO in its thread.
             if self.backend == "sqv":
-                self._start_sqv(home, sig_path)
+                rings = [
+                    self._private_file(f"key{i}", data) for i, data in enumerate(key_data)
+                ] or [self._private_file("no-keys", b"")]
+                self._start_sqv(home, sig_path, rings)
+                self._gpg_thread = threading.Thread(
+                    target=self._setup_keys, args=(home, key_data), name="gpg-keys", daemon=True
+                )
             else:
                 os.mkfifo(self._fifo, 0o600)
                 self._gpg_thread = threading.Thread(
-                    target=self._run_gpg, args=(sig_path,), name="gpg-verify", daemon=True
+                    target=self._run_gpg, args=(home, key_data, sig_path), name="gpg-verify",
+                    daemon=True,
                 )
-                self._gpg_thread.start()
+            self._gpg_thread.start()
             self._writer = threading.Thread(target=self._write, name="verify-feeder", daemon=True)
             self._writer.start()
         except BaseException:
             self._kill_sqv()
             self._cleanup()
             raise
+
+    @staticmethod
+    def _read_keys(keyring: Keyring) -> List[bytes]:
+        datas = []
+        for path in keyring.files:
+            try:
+                datas.append(path.read_bytes())
+            except OSError as e:
+                raise VerificationError(f"reading signing key {path}") from e
+        return datas
+
+    def _private_file(self, name: str, data: bytes) -> str:
+        assert self._home is not None
+        path = os.path.join(self._home, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
 
     def _make_gpg(self, home: str) -> Any:
         try:
@@ -161,13 +187,19 @@ class SignatureVerifier:
         except (OSError, ValueError) as e:
             raise ToolMissing("gpg cannot be run, needed to verify the image signature") from e
 
-    def _import(self, keyring: Keyring) -> Set[str]:
+    def _setup_keys(self, home: str, key_data: List[bytes]) -> bool:
+        """Import the keys into the temporary home (in a thread); False if gpg refused one."""
+        try:
+            self._gpg = self._make_gpg(home)
+            self._trusted = self._import(key_data)
+            return True
+        except BaseException as e:  # re-raised by feed() / finish() in the caller's thread
+            self._setup_error = e
+            return False
+
+    def _import(self, key_data: List[bytes]) -> Set[str]:
         trusted: Set[str] = set()
-        for path in keyring.files:
-            try:
-                data = path.read_bytes()
-            except OSError as e:
-                raise VerificationError(f"reading signing key {path}") from e
+        for path, data in zip(self.keyring.files, key_data):
             result = self._gpg.import_keys(data)
             fingerprints = [f for f in (result.fingerprints or []) if f]
             if not fingerprints:
@@ -184,32 +216,30 @@ class SignatureVerifier:
         trusted.discard("")
         return trusted
 
-    def _start_sqv(self, home: str, sig_path: str) -> None:
-        # The keys gpg imported, as one binary keyring: sqv trusts exactly what gpg accepted.
-        ring = os.path.join(home, "keyring.gpg")
-        exported: Any = b""
-        if self._trusted:
-            exported = self._gpg.export_keys(sorted(self._trusted), armor=False)
-        fd = os.open(ring, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(exported if isinstance(exported, bytes) else exported.encode())
+    def _start_sqv(self, home: str, sig_path: str, rings: List[str]) -> None:
         out = open(os.path.join(home, "sqv.out"), "wb")  # closed below, once sqv has them
         err = open(os.path.join(home, "sqv.err"), "wb")
+        argv = ["sqv"]
+        for ring in rings:
+            argv += ["--keyring", ring]
         try:
             self._proc = spawn(
-                ["sqv", "--keyring", ring, sig_path, "/dev/stdin"],
+                [*argv, sig_path, "/dev/stdin"],
                 stdin=PIPE,
                 stdout=out,
                 stderr=err,
                 reason="verify the image signature",
+                pipe_size=1 << 20,
             )
         finally:
             out.close()
             err.close()
 
-    def _run_gpg(self, sig_path: str) -> None:
+    def _run_gpg(self, home: str, key_data: List[bytes], sig_path: str) -> None:
         # `gpg --verify SIG DATA` with DATA = our FIFO. (python-gnupg's data_filename= form would
         # copy the signature into a temp file outside our home; extra_args keeps it inside.)
+        if not self._setup_keys(home, key_data):
+            return  # the writer sees this thread gone and never opens the FIFO
         empty = io.BytesIO(b"")  # gpg's stdin: unused
         try:
             self._result = self._gpg.verify_file(empty, extra_args=[sig_path, self._fifo])
@@ -222,7 +252,6 @@ class SignatureVerifier:
         Also when aborting: gpg blocks in open() until a writer shows up, so we show up and
         close at once, and gpg ends on the (bad) empty data instead of hanging.
         """
-        assert self._gpg_thread is not None
         deadline = time.monotonic() + _OPEN_TIMEOUT
         while True:
             try:
@@ -280,6 +309,8 @@ class SignatureVerifier:
         """Pass the next raw bytes (every byte of the file, in order, exactly once)."""
         if self._stop.is_set():
             return  # aborted: the producer may still be winding down
+        if self._setup_error is not None:
+            raise self._setup_error
         if self._done:
             raise VerificationError("signature verifier fed after it finished")
         if not data:
@@ -303,12 +334,14 @@ class SignatureVerifier:
         try:
             self._queue.put(None)
             self._writer.join()
+            self._gpg_thread.join()
+            if self._setup_error is not None:
+                self._kill_sqv()
+                raise self._setup_error
             if self._proc is not None:
                 self._proc.wait()
                 self._verdict = self._judge_sqv()
             else:
-                assert self._gpg_thread is not None
-                self._gpg_thread.join()
                 self._verdict = self._judge()
             return self._verdict
         finally:
@@ -431,8 +464,7 @@ class SignatureVerifier:
         try:
             self._queue.put(None)
             self._writer.join(timeout=30)
-            if self._gpg_thread is not None:
-                self._gpg_thread.join(timeout=30)
+            self._gpg_thread.join(timeout=30)
             self._kill_sqv()
         finally:
             self._cleanup()

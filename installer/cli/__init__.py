@@ -6,10 +6,11 @@ one library function, prints the result, and leaves error reporting to `main()`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
-from typing import List, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 import click
 from nestos_installer import __version__
@@ -22,7 +23,53 @@ CONTEXT_SETTINGS = {
 }
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+# Commands are imported when used: `install` need not pay for the ISO code at start-up.
+_LAZY = {
+    "install": ("install", "install_cmd"),
+    "download": ("download", "download_cmd"),
+    "list-stream": ("download", "list_stream_cmd"),
+    "iso": ("iso", "iso_group"),
+    "pxe": ("pxe", "pxe_group"),
+    "dev": ("dev", "dev_group"),
+    "autoinstall": ("autoinstall", "autoinstall_cmd"),
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose subcommands live in modules imported on first use.
+
+    `commands` (read by tests and the man page generator) loads them all.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loaded: Dict[str, click.Command] = {}
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def commands(self) -> Dict[str, click.Command]:
+        for name in _LAZY:
+            self._load(name)
+        return self._loaded
+
+    @commands.setter
+    def commands(self, value: Dict[str, click.Command]) -> None:
+        self._loaded = dict(value)
+
+    def _load(self, name: str) -> Optional[click.Command]:
+        if name not in self._loaded and name in _LAZY:
+            module, attr = _LAZY[name]
+            mod = importlib.import_module(f"nestos_installer.cli.{module}")
+            self._loaded[name] = getattr(mod, attr)
+        return self._loaded.get(name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        return self._load(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return sorted(set(self._loaded) | set(_LAZY))
+
+
+@click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="nestos-installer",
                       message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, hidden=True, help="Show commands run and tracebacks.")
@@ -33,19 +80,6 @@ def cli(debug: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
 
-def _register() -> None:
-    from nestos_installer.cli import autoinstall, dev, download, install, iso, pxe
-
-    cli.add_command(install.install_cmd)
-    cli.add_command(download.download_cmd)
-    cli.add_command(download.list_stream_cmd)
-    cli.add_command(iso.iso_group)
-    cli.add_command(pxe.pxe_group)
-    cli.add_command(dev.dev_group)
-    cli.add_command(autoinstall.autoinstall_cmd)
-
-
-_register()
 
 
 def format_error(err: BaseException) -> List[str]:

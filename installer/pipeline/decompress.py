@@ -27,6 +27,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAGIC = 0xFD2FB528
 SNIFF_LEN = 6
+PIPE_SIZE = 1 << 20  # the decoder's stdin and stdout pipes
 XZ_MT_VERSION = 50040000  # xz >= 5.4.0 decompresses multi-block files in parallel
 
 
@@ -276,7 +277,8 @@ class _Process(_Decoder):
         self._outcome: Optional[BaseException] = None
         self._finished = False
         self.proc = spawn(
-            argv, stdin=PIPE, stdout=PIPE, stderr=PIPE, reason=f"decompress the image ({argv[0]})"
+            argv, stdin=PIPE, stdout=PIPE, stderr=PIPE, reason=f"decompress the image ({argv[0]})",
+            pipe_size=PIPE_SIZE,
         )
         stdout = self.proc.stdout
         assert stdout is not None

@@ -282,3 +282,13 @@ def test_xz_fixtures_have_the_intended_block_layout(
     assert counts["xz-multiblock"][0] == 1 and counts["xz-multiblock"][1] > 2
     assert counts["xz-singleblock"] == (1, 1)
     assert counts["xz-concatenated-padded"][0] == 2
+
+
+def test_xz_trailing_data_larger_than_the_kept_window(blobs: Dict[str, bytes]) -> None:
+    """xz quits soon after the garbage starts, so the footer is still among the recent bytes
+    the feeder kept, even when far more garbage than that window follows."""
+    garbage = os.urandom(40 << 20)
+    with pytest.raises(ImageFormatError, match=TRAILING):
+        with decompressed(BytesReader(blobs["xz-multiblock"] + garbage, chunk=1 << 20),
+                          use_cli=True) as r:
+            read_all(r)

@@ -177,8 +177,10 @@ def test_unreadable_or_keyless_keyring(tmp_path: Path, key: TestKey) -> None:
         SignatureVerifier(key.sign(b"x"), Keyring([tmp_path / "missing.asc"]))
     junk = tmp_path / "junk.asc"
     junk.write_text("hello\n")
-    with pytest.raises(VerificationError, match="no OpenPGP public key found"):
-        SignatureVerifier(key.sign(b"x"), Keyring([junk]))
+    with pytest.raises(VerificationError, match="no OpenPGP public key found in .*junk.asc"):
+        _verify(DATA, key.sign(DATA), Keyring([junk]))  # gpg's import runs beside the stream
+    with pytest.raises(VerificationError, match="no OpenPGP public key found in .*junk.asc"):
+        _verify(DATA, key.sign(DATA), Keyring([key.public_key_path, junk]))
 
 
 def _procs_mentioning(text: str, program: str = "gpg") -> List[str]:
