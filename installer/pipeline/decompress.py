@@ -6,6 +6,7 @@ verifier. External decoders (`xz -T0`, `zstd`) go through `run.spawn`; no subpro
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import logging
@@ -14,7 +15,7 @@ import os
 import threading
 import zlib
 from contextlib import contextmanager
-from typing import IO, Callable, Iterator, List, Optional, Union
+from typing import IO, Callable, Deque, Iterator, List, Optional, Union
 
 from nestos_installer.errors import CommandFailed, ImageFormatError, NestosError
 from nestos_installer.pipeline.readers import BUFSIZE, BytesReader, PeekReader, Reader, read_all
@@ -206,55 +207,49 @@ class _InProcess(_Decoder):
 
 
 class _XzFooterScanner:
-    """Remembers where the last plausible xz Stream Footer ended in the raw input.
+    """Tells, after the xz program failed, whether the failure was data after a complete stream.
 
-    When the xz program fails, data after a complete stream means trailing garbage (xz itself
-    only says "corrupt" or "unexpected end"). A footer is `CRC32(4) size(4) 00 0X "YZ"` with the
-    CRC over the middle six bytes, so a false match is a 1-in-2^32 event per "YZ".
+    xz itself only says "corrupt" or "unexpected end". The feeder hands every raw chunk over; we
+    keep references to the most recent WINDOW bytes (no copy, no work per chunk: scanning the
+    whole image costs ~1 CPU-s per GiB) and look for the last xz Stream Footer in them only when
+    xz failed. A footer is `CRC32(4) size(4) 00 0X "YZ"` with the CRC over the middle six bytes,
+    so a false match is a 1-in-2^32 event per "YZ". xz quits within a few MiB of input after
+    the garbage starts, so the footer is still in the window; if it is not, the error stays
+    xz's own "corrupt", which refuses the image just the same.
     """
 
+    WINDOW = 8 << 20
+
     def __init__(self) -> None:
-        self.fed = 0
-        self.last_end: Optional[int] = None
-        self._after = b""  # the first bytes after that footer
-        self._tail = b""
+        self._recent: Deque[bytes] = collections.deque()
+        self._kept = 0
 
     def update(self, chunk: bytes) -> None:
-        if self.last_end is not None and len(self._after) < 64:
-            self._after += chunk[: 64 - len(self._after)]
-        found = None
-        if self._tail:
-            found = self._scan(self._tail + chunk[:11], self.fed - len(self._tail))
-        found = self._scan(chunk, self.fed) or found
-        if found is not None:
-            self.last_end = found
-            rel = found - self.fed  # may be negative: footer ended inside the previous chunk
-            if rel >= 0:
-                self._after = chunk[rel : rel + 64]
-            else:
-                self._after = (self._tail[rel:] + chunk)[:64]
-        self.fed += len(chunk)
-        self._tail = (self._tail + chunk[-11:])[-11:]
+        self._recent.append(chunk)
+        self._kept += len(chunk)
+        while len(self._recent) > 1 and self._kept - len(self._recent[0]) >= self.WINDOW:
+            self._kept -= len(self._recent.popleft())
 
     @staticmethod
-    def _scan(data: bytes, base: int) -> Optional[int]:
-        end = None
-        i = data.find(b"YZ", 10)
-        while i != -1:
+    def _last_footer_end(data: bytes) -> Optional[int]:
+        i = data.rfind(b"YZ")
+        while i >= 10:
             if (
                 data[i - 2] == 0
                 and data[i - 1] < 16
                 and zlib.crc32(data[i - 6 : i]) == int.from_bytes(data[i - 10 : i - 6], "little")
             ):
-                end = base + i + 2
-            i = data.find(b"YZ", i + 1)
-        return end
+                return i + 2
+            i = data.rfind(b"YZ", 0, i)
+        return None
 
     def trailing(self) -> bool:
         """Data follows a complete stream and it is not the start of another xz stream."""
-        if self.last_end is None or self.fed <= self.last_end:
+        window = b"".join(self._recent)
+        end = self._last_footer_end(window)
+        if end is None or end >= len(window):
             return False
-        return not self._after.lstrip(b"\0").startswith(XZ_MAGIC)
+        return not window[end : end + 64].lstrip(b"\0").startswith(XZ_MAGIC)
 
 
 class _Process(_Decoder):
