@@ -311,6 +311,26 @@ def wipe_partition_table(target: Target) -> None:
         pass
 
 
+def clear_for_write(target: Target) -> None:
+    """Before an image is streamed: no partition table and nothing bootable left, fast.
+
+    Zeroes the first MiB (boot code, protective MBR, primary GPT) and the backup GPT area at
+    the disk's end (header + 16 KiB of entries: never part of a partition, so saved
+    partitions are untouched), so neither firmware nor a repair tool can find the old table.
+    No libparted here: its commit costs ~0.15 s of fsyncs and probes on every install.
+    """
+    sector = target.sector_size
+    backup = sector + max(16384, sector)  # GPT header sector + partition entry array
+    target.pwrite(b"\0" * min(MIB, target.size), 0)
+    if target.size > MIB + backup:
+        target.pwrite(b"\0" * backup, target.size - backup)
+    target.fsync()
+    try:
+        fcntl.ioctl(target.fd, BLKFLSBUF)
+    except OSError:
+        pass
+
+
 def require_not_root_disk(dev: str) -> None:
     if dev in root_disks():
         raise TargetBusy(f"{dev} holds the running system's root filesystem", [f"{dev} holds /"])

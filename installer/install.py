@@ -24,6 +24,7 @@ from nestos_installer.errors import (
     UsageError,
 )
 from nestos_installer.fetch import Fetcher, FetchRetries, check_url
+from nestos_installer.pipeline import decompress
 from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.progress import Progress, ProgressMode
 from nestos_installer.pipeline.readers import TeeReader
@@ -141,6 +142,7 @@ def install(cfg: InstallConfig, say: Say) -> None:
     """Install per `cfg`. Raises a NestosError; InstallFailed once the disk was written."""
     if cfg.copy_network and not cfg.network_dir.is_dir():
         raise ConfigError(f"network directory {cfg.network_dir} does not exist")
+    decompress.probe_in_background()  # overlaps `xz --version` with the checks below
     with ExitStack() as stack:
         fetcher = _make_fetcher(cfg, stack)
         stack.callback(fetcher.close)
@@ -192,10 +194,10 @@ def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
     # Until verification passed, the disk carries only a blank table (or the saved
     # partitions), never a bootable first MiB.
     blockdev.drop_partitions(target)
-    blockdev.wipe_partition_table(target)
+    blockdev.clear_for_write(target)
     if saved:
         gpt.write_saved_only(target.path, saved)
-    target.fsync()
+        target.fsync()
     keyring = Keyring.default(cfg.keyrings)
     sha = hashlib.sha256()
     with ExitStack() as stack:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import enum
-import functools
 import logging
 import lzma
 import os
@@ -52,9 +51,25 @@ class Compression(enum.Enum):
         return cls.NONE
 
 
-@functools.cache
+_probe_lock = threading.Lock()
+_xz_mt: Optional[bool] = None
+
+
 def xz_supports_threads() -> bool:
-    """True when an `xz` >= 5.4 (parallel decompression) is on PATH."""
+    """True when an `xz` >= 5.4 (parallel decompression) is on PATH (asked once per process)."""
+    global _xz_mt
+    with _probe_lock:
+        if _xz_mt is None:
+            _xz_mt = _probe_xz()
+        return _xz_mt
+
+
+def probe_in_background() -> None:
+    """Ask `xz --version` now, in a thread, so the stream does not wait for it later."""
+    threading.Thread(target=xz_supports_threads, name="xz-probe", daemon=True).start()
+
+
+def _probe_xz() -> bool:
     if not have_tool("xz"):
         return False
     try:

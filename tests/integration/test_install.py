@@ -224,6 +224,9 @@ def test_preserve_on_error_keeps_what_was_written(demo_artifacts, tmp_path):  # 
     img.write_bytes(a.raw_xz.read_bytes())
     Path(f"{img}.sig").write_bytes(other.sign(img))  # signed, but by a key we don't trust
     with loop_disk(tmp_path / "disk.img", 256 * MIB) as dev:
+        # An earlier install's table, primary and backup: both must be gone before streaming.
+        subprocess.run(["sfdisk", "-q", dev], input=b"label: gpt\n,64M\n", check=True)
+        assert read_at(dev, 256 * MIB - 512, 8) == b"EFI PART"
         proc = installer("-f", str(img), "--keyring", str(a.public_key), "--preserve-on-error",
                          dev)
         assert proc.returncode != 0
@@ -232,6 +235,7 @@ def test_preserve_on_error_keeps_what_was_written(demo_artifacts, tmp_path):  # 
         # everything after the first MiB is on disk; the first MiB was never committed
         assert read_at(dev, MIB, 4 * MIB) == raw[MIB:5 * MIB]
         assert read_at(dev, 0, MIB) == bytes(MIB)
+        assert read_at(dev, 256 * MIB - 33 * 512, 33 * 512) == bytes(33 * 512)  # no backup GPT
 
 
 def test_not_a_block_device(tmp_path):
