@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,7 +204,9 @@ def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
     with ExitStack() as stack:
         verifier = None
         if src.signature is not None:
-            verifier = stack.enter_context(SignatureVerifier(src.signature, keyring))
+            verifier = stack.enter_context(
+                SignatureVerifier(src.signature, keyring, defer_key_import=True)
+            )
         progress = stack.enter_context(Progress("image", src.length, cfg.progress))
         sinks: List[Callable[[bytes], object]] = [progress.on_chunk]
         if src.sha256:  # hashed only when someone (the stream) tells us what to expect
@@ -215,13 +218,19 @@ def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
             head = writer.stream_image(image, target, limit=limit,
                                        sector_size=target.sector_size,
                                        limit_error=_limit_error(saved, target, limit))
-        if verifier is not None:
-            verified = verifier.finish()
-            say(f"Verified signature of {src.name} by {verified.username or verified.key_id}")
-        if src.sha256 and sha.hexdigest() != src.sha256.lower():
-            raise HashMismatch(f"sha256 mismatch for {src.name}: computed {sha.hexdigest()} "
-                               f"but the stream says {src.sha256}")
-    target.fsync()
+        # The image (all but the held-back first MiB) goes to stable storage while the
+        # verdict is worked out: the flush is I/O the CPU would otherwise idle through.
+        flushed = _fsync_in_background(target)
+        try:
+            if verifier is not None:
+                verified = verifier.finish()
+                say(f"Verified signature of {src.name} by "
+                    f"{verified.username or verified.key_id}")
+            if src.sha256 and sha.hexdigest() != src.sha256.lower():
+                raise HashMismatch(f"sha256 mismatch for {src.name}: computed "
+                                   f"{sha.hexdigest()} but the stream says {src.sha256}")
+        finally:
+            flushed()
     writer.commit_head(target, head)
     if saved:
         table = gpt.read_table(target.path)
@@ -237,6 +246,27 @@ def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
         target.release_exclusive()
         blockdev.with_mounted(dev, fstype, lambda boot: _postprocess(cfg, boot, ign, say))
     target.fsync()
+
+
+def _fsync_in_background(target: blockdev.Target) -> Callable[[], None]:
+    """Start target.fsync() in a thread; the returned function waits for it (and raises)."""
+    errors: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            target.fsync()
+        except BaseException as e:  # re-raised by wait() in the caller's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name="nestos-fsync", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    return wait
 
 
 def _limit_error(saved: List[gpt.PartitionEntry], target: blockdev.Target, limit: int):  # type: ignore[no-untyped-def]

@@ -112,8 +112,16 @@ class SignatureVerifier:
     """
 
     def __init__(
-        self, signature: bytes, keyring: Keyring, *, backend: Optional[str] = None
+        self,
+        signature: bytes,
+        keyring: Keyring,
+        *,
+        backend: Optional[str] = None,
+        defer_key_import: bool = False,
     ) -> None:
+        """`defer_key_import`: with sqv, import the keys into gpg (to judge the signer) only in
+        finish(), for callers that have idle time there (install: the final fsync) rather
+        than spare CPU during the stream."""
         require_tool("gpg", "verify the image signature")
         self.backend = choose_backend(backend)
         self.keyring = keyring
@@ -137,9 +145,9 @@ class SignatureVerifier:
         try:
             sig_path = self._private_file("signature", signature)
             self._fifo = os.path.join(home, "data")
-            # gpg's key import runs in a thread, beside the stream, never before it: sqv
-            # starts at once on the same key files and gpg's verdict on the keys is joined
-            # in finish(); the gpg backend imports and then opens the FIFO in its thread.
+            # gpg's key import runs in a thread, beside the stream (or from finish()), never
+            # before it: sqv starts at once on the same key files and gpg's verdict on the
+            # keys is joined in finish(); the gpg backend imports, then opens the FIFO.
             if self.backend == "sqv":
                 rings = [
                     self._private_file(f"key{i}", data) for i, data in enumerate(key_data)
@@ -154,7 +162,8 @@ class SignatureVerifier:
                     target=self._run_gpg, args=(home, key_data, sig_path), name="gpg-verify",
                     daemon=True,
                 )
-            self._gpg_thread.start()
+            if not (defer_key_import and self.backend == "sqv"):
+                self._gpg_thread.start()
             self._writer = threading.Thread(target=self._write, name="verify-feeder", daemon=True)
             self._writer.start()
         except BaseException:
@@ -334,6 +343,8 @@ class SignatureVerifier:
         try:
             self._queue.put(None)
             self._writer.join()
+            if self._gpg_thread.ident is None:  # deferred import: now
+                self._gpg_thread.start()
             self._gpg_thread.join()
             if self._setup_error is not None:
                 self._kill_sqv()
@@ -464,7 +475,8 @@ class SignatureVerifier:
         try:
             self._queue.put(None)
             self._writer.join(timeout=30)
-            self._gpg_thread.join(timeout=30)
+            if self._gpg_thread.ident is not None:
+                self._gpg_thread.join(timeout=30)
             self._kill_sqv()
         finally:
             self._cleanup()

@@ -329,3 +329,24 @@ def test_ignition_hash_verify() -> None:
     hasher = s.hasher()
     hasher.update(b"")
     s.check(hasher.digest())
+
+
+def test_deferred_key_import(keys: Tuple[TestKey, TestKey], tmp_path: Path, backend: str) -> None:
+    """install imports the keys into gpg only in finish() (during its final fsync): same
+    verdicts, and a key file gpg refuses still fails the verification."""
+    key, other = keys
+    junk = tmp_path / "junk.asc"
+    junk.write_text("hello\n")
+    cases = [
+        (key.sign(DATA), Keyring([key.public_key_path]), None),
+        (other.sign(DATA), Keyring([key.public_key_path]), f"unknown key 0x{other.key_id}"),
+        (key.sign(DATA), Keyring([key.public_key_path, junk]), "no OpenPGP public key found"),
+    ]
+    for sig, ring, problem in cases:
+        with SignatureVerifier(sig, ring, defer_key_import=True) as v:
+            v.feed(DATA)
+            if problem is None:
+                assert v.finish().fingerprint == key.fingerprint
+            else:
+                with pytest.raises(VerificationError, match=problem):
+                    v.finish()
