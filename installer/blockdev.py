@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import logging
 import os
 import stat
 import struct
@@ -24,10 +25,13 @@ from typing import Callable, Dict, List, Optional, TypeVar
 from nestos_installer import run
 from nestos_installer.errors import TargetBusy, TargetError
 
+log = logging.getLogger(__name__)
+
 BLKRRPART = 0x125F
 BLKSSZGET = 0x1268
 BLKGETSIZE64 = 0x80081272
 BLKFLSBUF = 0x1261
+BLKZEROOUT = 0x127F
 MIB = 1 << 20
 
 T = TypeVar("T")
@@ -43,6 +47,7 @@ class Target:
     size: int
     sector_size: int
     direct_fd: Optional[int] = None  # O_DIRECT writer for aligned bulk data, when supported
+    _zeroout_ok: bool = True
 
     def pwrite(self, data: bytes, offset: int) -> None:
         view = memoryview(data)
@@ -53,6 +58,21 @@ class Target:
 
     def fsync(self) -> None:
         os.fsync(self.fd)
+
+    def zero_range(self, offset: int, length: int) -> bool:
+        """Make [offset, offset+length) read back as zeros without sending the zeros
+        (BLKZEROOUT: the disk's Write Zeroes command, or hole punching under a loop or virtual
+        disk; the kernel falls back to writing zero pages itself). Both must be multiples of
+        512. False when the device refuses, and the caller writes the zeros."""
+        if not self._zeroout_ok or offset % 512 or length % 512:
+            return False
+        try:
+            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("QQ", offset, length))
+            return True
+        except OSError as e:
+            log.debug("BLKZEROOUT refused (%s); writing zeros instead", e)
+            self._zeroout_ok = False
+            return False
 
     def release_exclusive(self) -> None:
         """Keep the disk open but drop O_EXCL, so that the kernel lets us mount one of its

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
+from helpers.capabilities import require_tools
 from helpers.httpserver import TestServer
 from helpers.images import demo_artifacts  # noqa: F401  (session fixture)
 from helpers.loopdev import loop_disk, read_at
@@ -83,6 +85,44 @@ def test_install_from_file(demo_artifacts, tmp_path):  # noqa: F811
             opts = bls_options(boot)
             assert opts.endswith(" nestos.test=1")
             assert " panic=1" not in opts
+
+
+def _unwritten_extents(path: Path) -> List[Tuple[int, int]]:
+    """Byte ranges of `path` that its filesystem holds as allocated-but-unwritten extents
+    (what fallocate ZERO_RANGE leaves: reads return zeros, no data was written)."""
+    out = subprocess.run(["filefrag", "-v", "-b4096", str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        m = re.match(r"\s*\d+:\s+(\d+)\.\.\s*(\d+):", line)
+        if m and "unwritten" in line:
+            found.append((int(m.group(1)) * 4096, (int(m.group(2)) + 1) * 4096))
+    return found
+
+
+def test_zero_mibs_are_zeroed_by_the_disk_not_written(demo_artifacts, tmp_path):  # noqa: F811
+    """Whole MiBs of zeros in the image go out as BLKZEROOUT (Write Zeroes; under a loop
+    device: fallocate ZERO_RANGE of the backing file), not as written data, and still read
+    back as zeros over a disk full of old data."""
+    require_tools("filefrag")
+    a = demo_artifacts
+    raw = a.raw.read_bytes()
+    zero_mibs = [i for i in range(len(raw) // MIB) if raw[i * MIB:(i + 1) * MIB] == bytes(MIB)]
+    assert len(zero_mibs) >= 8, "the demo image has unused space"
+    backing = tmp_path / "disk.img"
+    with loop_disk(backing, 96 * MIB) as dev:
+        fill(dev, b"old-data", 96 * MIB)
+        assert _unwritten_extents(backing) == []
+        proc = installer("-f", str(a.raw_xz), "--keyring", str(a.public_key), dev)
+        assert proc.returncode == 0, proc.stderr
+        assert read_at(dev, 0, len(raw)) == raw  # byte for byte, zeros included
+        assert read_at(dev, len(raw), MIB) == b"old-data" * (MIB // 8)  # past the image: kept
+    unwritten = _unwritten_extents(backing)
+    fs = subprocess.run(["stat", "-f", "-c", "%T", str(backing)], capture_output=True,
+                        text=True).stdout.strip()
+    assert unwritten, f"no unwritten extents in the loop file on {fs}: zeros were written"
+    for i in zero_mibs[1:]:  # the first MiB is written last, by pwrite, with the rest of it
+        assert any(lo <= i * MIB and (i + 1) * MIB <= hi for lo, hi in unwritten), i
 
 
 def test_install_from_http(demo_artifacts, tmp_path):  # noqa: F811

@@ -225,3 +225,59 @@ def test_help_lines_fit_80_columns():
     assert {"install", "download", "list-stream", "iso", "pxe"} <= set(commands)
     for c in commands:
         walk([c])
+
+
+def test_zero_runs_split_whole_zero_mibs_from_data() -> None:
+    import mmap
+
+    MIB = writer.MIB
+    buf = mmap.mmap(-1, 4 * MIB)
+    buf[0:10] = b"x" * 10  # MiB 0: data at its start
+    buf[3 * MIB - 1] = 1  # MiB 2: one byte at its very end
+    # MiB 1 and 3: all zeros
+    assert writer._zero_runs(buf, 4 * MIB) == [
+        (False, 0, MIB),
+        (True, MIB, 2 * MIB),
+        (False, 2 * MIB, 3 * MIB),
+        (True, 3 * MIB, 4 * MIB),
+    ]
+    buf[:] = bytes(4 * MIB)
+    assert writer._zero_runs(buf, 4 * MIB) == [(True, 0, 4 * MIB)]  # adjacent runs merge
+    # a short tail is always written, even if zero
+    assert writer._zero_runs(buf, 2 * MIB + 512) == [
+        (True, 0, 2 * MIB),
+        (False, 2 * MIB, 2 * MIB + 512),
+    ]
+
+
+class _ZeroingFile:
+    """A regular-file target that also offers zero_range, as a disk does (BLKZEROOUT)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.zeroed: list = []
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        os.pwrite(self.fd, data, offset)
+
+    def zero_range(self, offset: int, length: int) -> bool:
+        self.zeroed.append((offset, length))
+        os.pwrite(self.fd, bytes(length), offset)  # what the disk would do
+        return True
+
+
+def test_stream_image_zeroes_whole_zero_mibs_through_the_target(tmp_path: Path) -> None:
+    MIB = writer.MIB
+    image = os.urandom(MIB) + bytes(3 * MIB) + os.urandom(MIB) + bytes(5 * MIB) + b"tail"
+    target = _ZeroingFile(tmp_path / "disk")
+    try:
+        head = writer.stream_image(
+            BytesReader(image, chunk=777_777), target, limit=64 * MIB, sector_size=512
+        )
+    finally:
+        os.close(target.fd)
+    assert head == image[:MIB]
+    assert (tmp_path / "disk").read_bytes()[MIB:] == image[MIB:]
+    assert sum(n for _off, n in target.zeroed) == 8 * MIB  # every whole zero MiB
+    for off, n in target.zeroed:
+        assert image[off : off + n] == bytes(n)
