@@ -173,12 +173,20 @@ class SignatureVerifier:
 
     @staticmethod
     def _read_keys(keyring: Keyring) -> List[bytes]:
+        """Every key file's bytes. A file that is plainly not OpenPGP (neither an armored
+        public key block nor binary packets, whose first byte has its high bit set) is
+        refused here; gpg's import judges the rest."""
         datas = []
         for path in keyring.files:
             try:
-                datas.append(path.read_bytes())
+                data = path.read_bytes()
             except OSError as e:
                 raise VerificationError(f"reading signing key {path}") from e
+            if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" not in data and not (
+                data and data[0] & 0x80
+            ):
+                raise VerificationError(f"no OpenPGP public key found in {path}")
+            datas.append(data)
         return datas
 
     def _private_file(self, name: str, data: bytes) -> str:
@@ -322,6 +330,13 @@ class SignatureVerifier:
             raise self._setup_error
         if self._done:
             raise VerificationError("signature verifier fed after it finished")
+        if (self._proc is not None and self._proc.poll() is not None) or (
+            self._proc is None and self._gpg_thread.ident and not self._gpg_thread.is_alive()
+        ):
+            # The verifier quit before the end of the data (a bad signature or key file): say
+            # why now, not after the whole image streamed.
+            self.finish()
+            raise BadSignature(f"{FAILURE}: verification ended before the end of the data")
         if not data:
             return
         chunk = bytes(data)  # the producer may reuse its buffer

@@ -175,6 +175,10 @@ def test_revoked_key_is_refused(tmp_path: Path) -> None:
 def test_unreadable_or_keyless_keyring(tmp_path: Path, key: TestKey) -> None:
     with pytest.raises(VerificationError, match="reading signing key"):
         SignatureVerifier(key.sign(b"x"), Keyring([tmp_path / "missing.asc"]))
+    text = tmp_path / "notes.txt"  # plainly not OpenPGP: refused before anything runs
+    text.write_text("hello\n")
+    with pytest.raises(VerificationError, match="no OpenPGP public key found in .*notes.txt"):
+        SignatureVerifier(key.sign(b"x"), Keyring([text]))
     junk = tmp_path / "junk.asc"
     junk.write_text("hello\n")
     with pytest.raises(VerificationError, match="no OpenPGP public key found in .*junk.asc"):
@@ -335,12 +339,12 @@ def test_deferred_key_import(keys: Tuple[TestKey, TestKey], tmp_path: Path, back
     """install imports the keys into gpg only in finish() (during its final fsync): same
     verdicts, and a key file gpg refuses still fails the verification."""
     key, other = keys
-    junk = tmp_path / "junk.asc"
-    junk.write_text("hello\n")
+    junk = tmp_path / "junk.gpg"
+    junk.write_bytes(b"\x99\x00\x04junk")  # looks like a binary key packet; gpg refuses it
     cases = [
         (key.sign(DATA), Keyring([key.public_key_path]), None),
         (other.sign(DATA), Keyring([key.public_key_path]), f"unknown key 0x{other.key_id}"),
-        (key.sign(DATA), Keyring([key.public_key_path, junk]), "no OpenPGP public key found"),
+        (key.sign(DATA), Keyring([key.public_key_path, junk]), "no OpenPGP public key .*junk"),
     ]
     for sig, ring, problem in cases:
         with SignatureVerifier(sig, ring, defer_key_import=True) as v:
@@ -350,3 +354,24 @@ def test_deferred_key_import(keys: Tuple[TestKey, TestKey], tmp_path: Path, back
             else:
                 with pytest.raises(VerificationError, match=problem):
                     v.finish()
+
+
+@pytest.mark.parametrize("problem", ["junk-keyring", "garbage-signature"])
+def test_early_failure_stops_the_feed(
+    key: TestKey, keyring: Keyring, tmp_path: Path, problem: str
+) -> None:
+    """A verifier that cannot succeed makes feed() raise early, also with the deferred key
+    import install uses: a wrong --keyring file must not cost a whole image download."""
+    junk = tmp_path / "junk.asc"
+    junk.write_text("hello\n")
+    ring, sig = (Keyring([junk]), key.sign(DATA)) if problem == "junk-keyring" else (
+        keyring, b"garbage")
+    fed = 0
+    with pytest.raises(VerificationError):
+        with SignatureVerifier(sig, ring, defer_key_import=True) as v:
+            for _ in range(200):  # up to 200 MiB
+                v.feed(b"\xa5" * (1 << 20))
+                fed += 1
+                time.sleep(0.005)
+            v.finish()
+    assert fed < 100, fed
