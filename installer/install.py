@@ -192,7 +192,7 @@ def _fail(cfg: InstallConfig, target: blockdev.Target, saved: List[gpt.Partition
 
 def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
            saved: List[gpt.PartitionEntry], limit: int, ign: Optional[bytes], say: Say) -> None:
-    # Until verification passed, the disk carries only a blank table (or the saved
+    # Until verification passed, the disk carries no partition table (or only the saved
     # partitions), never a bootable first MiB.
     blockdev.drop_partitions(target)
     blockdev.clear_for_write(target)

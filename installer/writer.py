@@ -1,6 +1,7 @@
 """Writing a decompressed image stream onto a target: the first MiB is held back and written
 only after the caller's verification passed; everything else streams from offset 1 MiB with
-big buffers; the image may not run past the disk (or into a saved partition).
+big buffers (whole MiBs of zeros are zeroed by the target when it can, not written); the image
+may not run past the disk (or into a saved partition).
 
 Pure policy on a pwrite-able target: no ioctls, no subprocess, testable on a regular file.
 """
@@ -66,7 +67,8 @@ def stream_image(image: Any, target: Writable, *, limit: int, sector_size: int,
     zero_range = getattr(target, "zero_range", None)
 
     def put(k: int, start: int, end: int, off: int) -> None:
-        fd = direct if (direct is not None and (end - start) % 4096 == 0) else target.fd
+        aligned = (end - start) % 4096 == 0 and (off + start) % 4096 == 0
+        fd = direct if (direct is not None and aligned) else target.fd
         _pwrite_all(fd, views[k][start:end], off + start)
 
     def drain() -> None:
