@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 from nestos_installer import run
 from nestos_installer.errors import TargetBusy, TargetError
@@ -323,12 +323,7 @@ def wipe_partition_table(target: Target) -> None:
     from nestos_installer import gpt  # deferred: gpt pulls in pyparted
 
     gpt.write_blank(target.path)
-    target.pwrite(b"\0" * min(MIB, target.size), 0)
-    target.fsync()
-    try:
-        fcntl.ioctl(target.fd, BLKFLSBUF)
-    except OSError:
-        pass
+    _zero_and_settle(target, [(0, min(MIB, target.size))])
 
 
 def clear_for_write(target: Target) -> None:
@@ -341,9 +336,16 @@ def clear_for_write(target: Target) -> None:
     """
     sector = target.sector_size
     backup = sector + max(16384, sector)  # GPT header sector + partition entry array
-    target.pwrite(b"\0" * min(MIB, target.size), 0)
+    ranges = [(0, min(MIB, target.size))]
     if target.size > MIB + backup:
-        target.pwrite(b"\0" * backup, target.size - backup)
+        ranges.append((target.size - backup, backup))
+    _zero_and_settle(target, ranges)
+
+
+def _zero_and_settle(target: Target, ranges: List[Tuple[int, int]]) -> None:
+    """Zero each (offset, length), fsync, and drop the kernel's cached copy of the disk."""
+    for offset, length in ranges:
+        target.pwrite(b"\0" * length, offset)
     target.fsync()
     try:
         fcntl.ioctl(target.fd, BLKFLSBUF)

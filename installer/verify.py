@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, Set, Type
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 from nestos_installer.errors import (
     BadSignature,
@@ -140,8 +140,8 @@ class SignatureVerifier:
         self._verdict: Optional[VerifiedSignature] = None
         self._proc: Optional[Popen[bytes]] = None
         self._gpg: Any = None
-        self._trusted: Set[str] = set()
-        self._keys: Dict[str, Dict[str, Any]] = {}  # any (sub)key fingerprint -> primary's listing
+        # Every (sub)key fingerprint gpg accepted -> its primary key's listing: the trust set.
+        self._keys: Dict[str, Dict[str, Any]] = {}
         try:
             sig_path = self._private_file("signature", signature)
             self._fifo = os.path.join(home, "data")
@@ -208,30 +208,27 @@ class SignatureVerifier:
         """Import the keys into the temporary home (in a thread); False if gpg refused one."""
         try:
             self._gpg = self._make_gpg(home)
-            self._trusted = self._import(key_data)
+            self._import(key_data)
             return True
         except BaseException as e:  # re-raised by feed() / finish() in the caller's thread
             self._setup_error = e
             return False
 
-    def _import(self, key_data: List[bytes]) -> Set[str]:
-        trusted: Set[str] = set()
+    def _import(self, key_data: List[bytes]) -> None:
         for path, data in zip(self.keyring.files, key_data):
             result = self._gpg.import_keys(data)
-            fingerprints = [f for f in (result.fingerprints or []) if f]
-            if not fingerprints:
+            if not [f for f in (result.fingerprints or []) if f]:
                 raise VerificationError(f"no OpenPGP public key found in {path}")
-            trusted.update(f.upper() for f in fingerprints)
-        # Primary fingerprints as gpg knows them (an import may name a subkey).
+        # What gpg now holds, primary and subkey fingerprints alike (an import may name a
+        # subkey; signatures name the primary).
         for key in self._gpg.list_keys():
             primary = str(key.get("fingerprint", "")).upper()
-            trusted.add(primary)
+            if not primary:
+                continue
             self._keys[primary] = key
             for sub in key.get("subkeys") or []:
                 if len(sub) >= 3 and sub[2]:
                     self._keys[str(sub[2]).upper()] = key
-        trusted.discard("")
-        return trusted
 
     def _start_sqv(self, home: str, sig_path: str, rings: List[str]) -> None:
         out = open(os.path.join(home, "sqv.out"), "wb")  # closed below, once sqv has them
@@ -477,7 +474,7 @@ class SignatureVerifier:
             return "no valid signature"
         for valid in status["VALIDSIG"]:
             primary = (valid[9] if len(valid) >= 10 else valid[0]).upper()
-            if primary not in self._trusted:
+            if primary not in self._keys:
                 return f"signed by unknown key {primary}"
         return None
 
