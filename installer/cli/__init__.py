@@ -80,8 +80,6 @@ def cli(debug: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
 
-
-
 def format_error(err: BaseException) -> List[str]:
     """`Error: msg`, then a `Caused by:` list from the __cause__ chain, then `hint:`."""
     lines = [f"Error: {err}"]
