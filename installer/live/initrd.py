@@ -10,7 +10,18 @@ import lzma
 import os
 import struct
 import zlib
-from typing import Dict, Generator, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Dict,
+    Generator,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+)
 
 from nestos_installer.errors import ImageFormatError
 from nestos_installer.run import run
@@ -179,24 +190,23 @@ def _parse_cpio(buf: bytes, pos: int) -> Generator[Tuple[str, int, bytes], None,
 
 
 def _gunzip(data: bytes, pos: int) -> Tuple[bytes, int]:
-    d = zlib.decompressobj(wbits=31)
-    try:
-        plain = d.decompress(data[pos:])
-    except zlib.error as e:
-        raise ImageFormatError("decompressing gzip archive") from e
-    if not d.eof:
-        raise ImageFormatError("truncated gzip archive")
-    return plain, len(data) - len(d.unused_data)
+    return _one_member(data, pos, zlib.decompressobj(wbits=31), zlib.error, "gzip")
 
 
 def _unxz(data: bytes, pos: int) -> Tuple[bytes, int]:
-    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    return _one_member(data, pos, lzma.LZMADecompressor(format=lzma.FORMAT_XZ), lzma.LZMAError,
+                       "xz")
+
+
+def _one_member(data: bytes, pos: int, d: Any, error: Type[Exception],
+                what: str) -> Tuple[bytes, int]:
+    """Decompress the one compressed member at data[pos:]; return it and where it ended."""
     try:
-        plain = d.decompress(data[pos:])
-    except lzma.LZMAError as e:
-        raise ImageFormatError("decompressing xz archive") from e
+        plain: bytes = d.decompress(data[pos:])
+    except error as e:
+        raise ImageFormatError(f"decompressing {what} archive") from e
     if not d.eof:
-        raise ImageFormatError("truncated xz archive")
+        raise ImageFormatError(f"truncated {what} archive")
     return plain, len(data) - len(d.unused_data)
 
 
