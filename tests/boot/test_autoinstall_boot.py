@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Iterator, Sequence
 import pytest
 from helpers.capabilities import have, require, require_qemu, require_tools
 from helpers.images import Artifacts, boot, demo_artifacts  # noqa: F401
+from helpers.tools import NESTOS_INSTALLER
 from nestos_demo import liveroot
 from nestos_demo.qemu import Disk, qemu_argv
 
@@ -190,7 +190,7 @@ def test_pxe_autoinstall_then_disk_boots(
     served, port = http_dir
     shutil.copy(demo_artifacts.ignition, served / "cfg.ign")
     custom = tmp_path / "custom.img"
-    exe = Path(sys.executable).with_name("nestos-installer")
+    exe = Path(NESTOS_INSTALLER)
     subprocess.run([str(exe), "pxe", "customize", "--dest-karg-append", "nestos.test=customized",
                     "-o", str(custom), str(live_rootfs)], check=True, capture_output=True,
                    timeout=300)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers.capabilities import have, require, require_qemu
 from helpers.images import Artifacts, boot, demo_artifacts  # noqa: F401
+from helpers.tools import NESTOS_INSTALLER
 from nestos_demo.autoiso import build_autoinstall_iso
 from nestos_demo.qemu import Disk
 
@@ -46,7 +46,7 @@ def test_iso_autoinstall_uefi_then_disk_boots(
     the offline image unattended and reboots; the installed disk boots (BIOS) with both."""
     require_qemu()
     iso = tmp_path / "custom.iso"
-    exe = Path(sys.executable).with_name("nestos-installer")
+    exe = Path(NESTOS_INSTALLER)
     subprocess.run([str(exe), "iso", "customize", "--dest-device", "/dev/vda",
                     "--dest-ignition", str(demo_artifacts.ignition),
                     "--dest-karg-append", "nestos.test=iso-customized",

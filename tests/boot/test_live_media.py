@@ -14,10 +14,11 @@ import subprocess
 import pytest
 from helpers.capabilities import require_qemu
 from helpers.images import Artifacts, boot, demo_artifacts  # noqa: F401
+from helpers.tools import NESTOS_INSTALLER
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
-NI = "/work/main/.venv/bin/nestos-installer"
+NI = NESTOS_INSTALLER
 CONFIG = b'{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/live-media"}]}}\n'
 KEYFILE = b"[connection]\nid=live-media-test\ntype=ethernet\n"
 

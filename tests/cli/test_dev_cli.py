@@ -9,8 +9,9 @@ import pytest
 from fixtures.initrd.gen_initrds import build_all
 from fixtures.iso.gen_isos import build
 from helpers.capabilities import require_tools
+from helpers.tools import NESTOS_INSTALLER
 
-NI = "/work/main/.venv/bin/nestos-installer"
+NI = NESTOS_INSTALLER
 HELLOS = ["gzip/hello", "tail/hello", "uncompressed/hello", "xz/hello", "zstd/hello"]
 
 

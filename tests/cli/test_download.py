@@ -12,7 +12,6 @@ import json
 import lzma
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -21,8 +20,9 @@ import pytest
 from helpers.capabilities import require_tools
 from helpers.gpgkeys import TestKey
 from helpers.httpserver import TestServer, TlsFiles
+from helpers.tools import NESTOS_INSTALLER
 
-INSTALLER = str(Path(sys.executable).with_name("nestos-installer"))
+INSTALLER = NESTOS_INSTALLER
 MiB = 1 << 20
 
 

@@ -13,8 +13,9 @@ import subprocess
 import pytest
 from fixtures.iso.gen_isos import LAYOUTS, build
 from helpers.capabilities import require_tools
+from helpers.tools import NESTOS_INSTALLER
 
-NI = "/work/main/.venv/bin/nestos-installer"
+NI = NESTOS_INSTALLER
 CONFIG = b'{"ignition": {"version": "3.0.0"}\n'  # deliberately not valid JSON
 # one of each area-finding path: coreiso-era IGNITION.IMG, legacy coreKarg, igninfo (s390x
 # cdboot.img offset/length) and the NestOS layout; unit tests cover the rest

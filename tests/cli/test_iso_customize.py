@@ -10,8 +10,9 @@ import subprocess
 import pytest
 from fixtures.iso.gen_isos import build
 from helpers.capabilities import require_tools
+from helpers.tools import NESTOS_INSTALLER
 
-NI = "/work/main/.venv/bin/nestos-installer"
+NI = NESTOS_INSTALLER
 
 
 def ni(*args, input=None, ok=True):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any, Dict, Iterator
 
 import pytest
 from helpers.httpserver import TestServer
+from helpers.tools import NESTOS_INSTALLER
 
-INSTALLER = str(Path(sys.executable).with_name("nestos-installer"))
+INSTALLER = NESTOS_INSTALLER
 
 
 def cli(*args: object) -> subprocess.CompletedProcess:

@@ -10,8 +10,9 @@ import subprocess
 import pytest
 from fixtures.initrd.gen_initrds import compress, gnu_cpio
 from helpers.capabilities import require_tools
+from helpers.tools import NESTOS_INSTALLER
 
-NI = "/work/main/.venv/bin/nestos-installer"
+NI = NESTOS_INSTALLER
 FEATURES = {"installer-config": True, "live-initrd-network": True,
             "installer-config-directives": {"console": True}}
 

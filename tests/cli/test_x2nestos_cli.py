@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import List
 
 import pytest
 from fixtures.hostfacts.hosttree import GpgKey, build_host, build_iso, build_pxe
 from helpers.capabilities import require_tools
-
-X2NESTOS = str(Path(sys.executable).with_name("x2nestos"))
+from helpers.tools import X2NESTOS
 
 
 def x2n(*args: object, check: bool = True) -> subprocess.CompletedProcess:

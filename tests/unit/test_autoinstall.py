@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import pytest
+from helpers.tools import NESTOS_INSTALLER
 from nestos_installer import autoinstall
 from nestos_installer.autoinstall import Cmdline, OfflineImage, build_plan
 from nestos_installer.errors import UsageError
@@ -160,7 +160,7 @@ def test_command_line_quotes_for_the_console() -> None:
 def test_cli_dry_run(tmp_path: Path) -> None:
     cmdline = tmp_path / "cmdline"
     cmdline.write_text("console=ttyS0 nestos.inst.install_dev=/dev/vda\n")
-    exe = Path(sys.executable).with_name("nestos-installer")
+    exe = Path(NESTOS_INSTALLER)
     proc = subprocess.run(
         [str(exe), "autoinstall", "--cmdline", str(cmdline), "--config-dir", str(tmp_path / "none"),
          "--offline-dir", str(tmp_path / "none"), "--dry-run"],
@@ -183,7 +183,7 @@ def test_cli_failed_install_keeps_config_and_says_so(tmp_path: Path) -> None:
     conf = tmp_path / "installer.d"
     conf.mkdir()
     (conf / "10-a.yaml").write_text("insecure: true\n")
-    exe = Path(sys.executable).with_name("nestos-installer")
+    exe = Path(NESTOS_INSTALLER)
     proc = subprocess.run(
         [str(exe), "autoinstall", "--cmdline", str(cmdline), "--config-dir", str(conf),
          "--offline-dir", str(tmp_path / "none")],

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, Optional
 
 import pytest
 from helpers.capabilities import require_tools
+from helpers.tools import NESTOS_INSTALLER
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "packaging" / "systemd"
@@ -91,7 +91,7 @@ def test_disable_device_auto_activation_is_idempotent(tmp_path: Path) -> None:
 def test_units_verify(tmp_path: Path) -> None:
     """systemd-analyze verify, with our own commands pointed at the repo copies."""
     require_tools("systemd-analyze")
-    exe = Path(sys.executable).with_name("nestos-installer")
+    exe = Path(NESTOS_INSTALLER)
     names = sorted(p.name for p in SYSTEMD.iterdir() if p.suffix in (".service", ".target"))
     assert "nestos-installer.service" in names and "nestos-installer-post.target" in names
     for name in names:
