@@ -17,8 +17,17 @@ from pathlib import Path
 from typing import Dict, List, Set
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = {"x2nestos": REPO / "x2nestos", "nestos_installer": REPO / "installer",
-            "nestos_stream": REPO / "stream-metadata"}
+
+
+def package_dir(name: str) -> Path:
+    """A package's folder in the checkout: a top-level folder holds it under its import name."""
+    found = [d for d in (REPO / name, *REPO.glob(f"*/{name}")) if (d / "__init__.py").is_file()]
+    if len(found) != 1:
+        raise SystemExit(f"cannot find the {name} package in {REPO}: {found}")
+    return found[0]
+
+
+PACKAGES = {name: package_dir(name) for name in ("x2nestos", "nestos_installer", "nestos_stream")}
 OPTIONAL = {"nestos_stream"}  # imported lazily with a fallback; bundled only if stdlib-only
 THIRD_PARTY_OK = {"yaml"}  # imported lazily inside try/except ImportError
 DATA = {"nestos_installer": ["keys/*.asc", "keys/README"]}

@@ -24,3 +24,11 @@ def console_script(name: str) -> str:
 
 NESTOS_INSTALLER = console_script("nestos-installer")
 X2NESTOS = console_script("x2nestos")
+
+
+def package_dir(name: str) -> Path:
+    """A package's folder in this checkout: a top-level folder holds it under its import name."""
+    found = [d for d in (REPO / name, *REPO.glob(f"*/{name}")) if (d / "__init__.py").is_file()]
+    if len(found) != 1:
+        raise FileNotFoundError(f"cannot find the {name} package in {REPO}: {found}")
+    return found[0]

@@ -11,7 +11,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PKGS = {"installer": "nestos_installer", "x2nestos": "x2nestos", "stream-metadata": "nestos_stream"}
+PKGS = {"installer/nestos_installer": "nestos_installer", "x2nestos": "x2nestos",
+        "stream-metadata/nestos_stream": "nestos_stream"}
 
 
 def modules():

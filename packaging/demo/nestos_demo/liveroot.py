@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence
 
 from nestos_demo.kernel import Kernel, ensure_kernel
 from nestos_demo.live import LivePayload, features, make_rootfs
-from nestos_demo.util import BuildError, cache_root, file_lock, run
+from nestos_demo.util import BuildError, cache_root, file_lock, package_dir, run
 
 SUITE = "bookworm"
 PACKAGES = (
@@ -31,9 +31,7 @@ MODULES = (
     "nls_iso8859_1 isofs squashfs loop overlay autofs4"
 ).split()
 REPO = Path(__file__).resolve().parents[3]
-# source dir in the repo -> import package name in the live rootfs
-PY_PACKAGES = {"installer": "nestos_installer", "stream-metadata": "nestos_stream",
-               "x2nestos": "x2nestos"}
+PY_PACKAGES = ("nestos_installer", "nestos_stream", "x2nestos")
 SYSTEMD_SRC = REPO / "packaging" / "systemd"
 LIVEINIT = Path(__file__).with_name("liveinit.py")
 UNIT_DIR = "usr/lib/systemd/system"
@@ -75,8 +73,7 @@ def input_hash(kernel_version: str) -> str:
     h = hashlib.sha256()
     h.update(f"{SUITE}\0{' '.join(PACKAGES)}\0{' '.join(MODULES)}\0{kernel_version}\0".encode())
     h.update(Path(__file__).read_bytes() + LIVEINIT.read_bytes())
-    for src in [*PY_PACKAGES, "packaging/systemd"]:
-        base = REPO / src
+    for base in [*(package_dir(REPO, p) for p in PY_PACKAGES), REPO / "packaging/systemd"]:
         for p in _tree_files(base):
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
@@ -110,12 +107,12 @@ def _module_known(kernel: Kernel, name: str) -> bool:
 
 def _install_ours(root: Path) -> None:
     site = root / "usr" / "lib" / "python3" / "dist-packages"
-    for src, pkg in PY_PACKAGES.items():
-        shutil.copytree(REPO / src, site / pkg,
+    for pkg in PY_PACKAGES:
+        shutil.copytree(package_dir(REPO, pkg), site / pkg,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # byte-compile with the rootfs' own python: saves seconds of each boot under TCG
     run(["chroot", root, "python3", "-m", "compileall", "-q",
-         *(f"/usr/lib/python3/dist-packages/{pkg}" for pkg in PY_PACKAGES.values())])
+         *(f"/usr/lib/python3/dist-packages/{pkg}" for pkg in PY_PACKAGES)])
     for script, pkg in (("nestos-installer", "nestos_installer"), ("x2nestos", "x2nestos")):
         path = root / "usr" / "bin" / script
         path.write_text(CONSOLE_SCRIPT.format(pkg=pkg))

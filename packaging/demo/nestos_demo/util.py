@@ -98,3 +98,11 @@ class Steps:
         self.say(f"==> {what}")
         yield
         self.say(f"    done in {time.monotonic() - start:.1f}s")
+
+
+def package_dir(repo: Path, name: str) -> Path:
+    """A package's folder in the checkout: a top-level folder holds it under its import name."""
+    found = [d for d in (repo / name, *repo.glob(f"*/{name}")) if (d / "__init__.py").is_file()]
+    if len(found) != 1:
+        raise BuildError(f"cannot find the {name} package in {repo}: {found}")
+    return found[0]
