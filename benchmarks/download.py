@@ -50,8 +50,13 @@ def make_image(path: Path, size: int) -> str:
 def timed(argv: List[str]) -> float:
     os.sync()  # untimed: no run pays for the previous run's 1 GiB of writeback
     start = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   stdin=subprocess.DEVNULL)
+    subprocess.run(
+        argv,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     return time.monotonic() - start
 
 
@@ -71,23 +76,55 @@ def main() -> None:
         digest = make_image(image, size)
         # SHA-256, as release keys sign (gpg's default for ed25519 keys would be SHA-512).
         sig = subprocess.run(
-            ["gpg", "--homedir", key.home, "--batch", "--digest-algo", "SHA256",
-             "--local-user", key.fingerprint, "--detach-sign", "--output", "-", str(image)],
-            check=True, capture_output=True,
+            [
+                "gpg",
+                "--homedir",
+                key.home,
+                "--batch",
+                "--digest-algo",
+                "SHA256",
+                "--local-user",
+                key.fingerprint,
+                "--detach-sign",
+                "--output",
+                "-",
+                str(image),
+            ],
+            check=True,
+            capture_output=True,
         ).stdout
         with TestServer() as srv:
             url = srv.add("builds/nestos-bench.x86_64.iso", image)
             srv.add("builds/nestos-bench.x86_64.iso.sig", sig)
             art = {"location": url, "signature": url + ".sig", "sha256": digest}
             unsigned = {"location": url, "sha256": digest}
-            stream = {"stream": "bench", "architectures": {"x86_64": {"artifacts": {
-                "metal": {"release": "1", "formats": {"iso": {"disk": art}}},
-                "unsigned": {"release": "1", "formats": {"iso": {"disk": unsigned}}}}}}}
+            stream = {
+                "stream": "bench",
+                "architectures": {
+                    "x86_64": {
+                        "artifacts": {
+                            "metal": {"release": "1", "formats": {"iso": {"disk": art}}},
+                            "unsigned": {"release": "1", "formats": {"iso": {"disk": unsigned}}},
+                        }
+                    }
+                },
+            }
             srv.add("streams/bench.json", json.dumps(stream).encode())
             ours_argv = [
-                INSTALLER, "download", "--stream-base-url", srv.url("streams/"), "-s", "bench",
-                "-a", "x86_64", "-f", "iso", "--keyring", str(key.public_key_path),
-                "--progress", "none",
+                INSTALLER,
+                "download",
+                "--stream-base-url",
+                srv.url("streams/"),
+                "-s",
+                "bench",
+                "-a",
+                "x86_64",
+                "-f",
+                "iso",
+                "--keyring",
+                str(key.public_key_path),
+                "--progress",
+                "none",
             ]
             out = work / "out"
             curl_times: List[float] = []
@@ -102,19 +139,19 @@ def main() -> None:
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir()
                     if which == "curl":
-                        curl_times.append(
-                            timed(["curl", "-sSf", "-o", str(out / image.name), url])
-                        )
+                        curl_times.append(timed(["curl", "-sSf", "-o", str(out / image.name), url]))
                     elif which == "tools":
                         if tools:
-                            tools_times.append(timed(["bash", "-o", "pipefail", "-c",
+                            script = (
                                 f"curl -sSf '{url}' | tee >(openssl dgst -sha256 >/dev/null) "
                                 f">(sqv --keyring '{key.public_key_path}' '{work}/image.sig' "
-                                f"/dev/stdin >/dev/null) > '{out}/{image.name}'"]))
+                                f"/dev/stdin >/dev/null) > '{out}/{image.name}'"
+                            )
+                            tools_times.append(timed(["bash", "-o", "pipefail", "-c", script]))
                     elif which == "sha256-only":
-                        sha_times.append(timed(
-                            [*ours_argv, "-p", "unsigned", "--insecure", "-C", str(out)]
-                        ))
+                        sha_times.append(
+                            timed([*ours_argv, "-p", "unsigned", "--insecure", "-C", str(out)])
+                        )
                     else:
                         our_times.append(timed([*ours_argv, "-C", str(out)]))
                         got = out / image.name
@@ -122,25 +159,44 @@ def main() -> None:
                             sys.exit("download produced a wrong file")
             shutil.rmtree(out, ignore_errors=True)
         # gpg alone hashing the file on disk (what the gpg backend is bound by).
-        gpg_alone = timed(["gpg", "--homedir", key.home, "--batch", "-q", "--verify",
-                           str(work / "image.sig"), str(image)])
+        gpg_alone = timed(
+            [
+                "gpg",
+                "--homedir",
+                key.home,
+                "--batch",
+                "-q",
+                "--verify",
+                str(work / "image.sig"),
+                str(image),
+            ]
+        )
         curl_med = statistics.median(curl_times)
         our_med = statistics.median(our_times)
         mib = size / (1 << 20)
         print(f"file: {mib:.0f} MiB over 127.0.0.1, {args.runs} runs each, alternating")
-        print(f"curl -o            : median {curl_med:6.2f} s  ({mib / curl_med:7.1f} MiB/s)  "
-              f"runs {', '.join(f'{t:.2f}' for t in curl_times)}")
-        print(f"nestos-installer   : median {our_med:6.2f} s  ({mib / our_med:7.1f} MiB/s)  "
-              f"runs {', '.join(f'{t:.2f}' for t in our_times)}")
+        print(
+            f"curl -o            : median {curl_med:6.2f} s  ({mib / curl_med:7.1f} MiB/s)  "
+            f"runs {', '.join(f'{t:.2f}' for t in curl_times)}"
+        )
+        print(
+            f"nestos-installer   : median {our_med:6.2f} s  ({mib / our_med:7.1f} MiB/s)  "
+            f"runs {', '.join(f'{t:.2f}' for t in our_times)}"
+        )
         sha_med = statistics.median(sha_times)
-        print(f"  without GPG (sha256 only): median {sha_med:6.2f} s  "
-              f"({mib / sha_med:7.1f} MiB/s)  runs {', '.join(f'{t:.2f}' for t in sha_times)}")
-        print(f"  gpg --verify alone on the file: {gpg_alone:6.2f} s  "
-              f"({mib / gpg_alone:7.1f} MiB/s)")
+        print(
+            f"  without GPG (sha256 only): median {sha_med:6.2f} s  "
+            f"({mib / sha_med:7.1f} MiB/s)  runs {', '.join(f'{t:.2f}' for t in sha_times)}"
+        )
+        print(
+            f"  gpg --verify alone on the file: {gpg_alone:6.2f} s  ({mib / gpg_alone:7.1f} MiB/s)"
+        )
         if tools_times:
             tools_med = statistics.median(tools_times)
-            print(f"  curl | tee >(openssl dgst -sha256) >(sqv ...) > file (same checks): median "
-                  f"{tools_med:6.2f} s  runs {', '.join(f'{t:.2f}' for t in tools_times)}")
+            print(
+                f"  curl | tee >(openssl dgst -sha256) >(sqv ...) > file (same checks): median "
+                f"{tools_med:6.2f} s  runs {', '.join(f'{t:.2f}' for t in tools_times)}"
+            )
         print(f"ratio (curl time / our time): {curl_med / our_med:.2f}  (target >= 0.9)")
         print(f"ratio without GPG           : {curl_med / sha_med:.2f}")
     finally:

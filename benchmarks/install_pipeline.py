@@ -76,14 +76,24 @@ def build_image(size_mib: int) -> Path:
                 f.write(bytes(MIB))
     subprocess.run(["xz", "-6", "-T0", "--block-size=64MiB", "-f", "-k", str(raw)], check=True)
     home = Path(tempfile.mkdtemp())
-    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
-           "--passphrase", ""]
-    subprocess.run([*gpg, "--quick-gen-key", "bench@nestos.invalid", "ed25519", "sign",
-                    "never"], check=True, capture_output=True)
+    gpg = [
+        "gpg",
+        "--homedir",
+        str(home),
+        "--batch",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+    ]
+    subprocess.run(
+        [*gpg, "--quick-gen-key", "bench@nestos.invalid", "ed25519", "sign", "never"],
+        check=True,
+        capture_output=True,
+    )
     with open(out / "key.asc", "wb") as f:
         subprocess.run([*gpg, "--armor", "--export"], check=True, stdout=f)
-    subprocess.run([*gpg, "--detach-sign", "-o", str(img_xz) + ".sig", str(img_xz)],
-                   check=True)
+    subprocess.run([*gpg, "--detach-sign", "-o", str(img_xz) + ".sig", str(img_xz)], check=True)
     shutil.rmtree(home, ignore_errors=True)
     raw.unlink()
     return out
@@ -113,9 +123,24 @@ RSS_WRAPPER = (
 
 def ours(url: str, key: Path, dev: str) -> tuple[float, int]:
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", RSS_WRAPPER, "install", "-u", url,
-                           "--keyring", str(key), "--progress", "none", dev],
-                          check=False, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RSS_WRAPPER,
+            "install",
+            "-u",
+            url,
+            "--keyring",
+            str(key),
+            "--progress",
+            "none",
+            dev,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     dt = time.monotonic() - t
     if proc.returncode != 0:
         raise SystemExit(f"our install failed:\n{proc.stderr}")
@@ -125,9 +150,17 @@ def ours(url: str, key: Path, dev: str) -> tuple[float, int]:
 
 def hand(url: str, dev: str) -> float:
     t = time.monotonic()
-    subprocess.run(["bash", "-o", "pipefail", "-c",
-                    f"curl -sS '{url}' | xz -dc -T0 | dd of={dev} bs=1M iflag=fullblock "
-                    "oflag=direct status=none"], check=True)
+    subprocess.run(
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"curl -sS '{url}' | xz -dc -T0 | dd of={dev} bs=1M iflag=fullblock "
+            "oflag=direct status=none",
+        ],
+        check=True,
+    )
     subprocess.run(["sync"], check=True)
     return time.monotonic() - t
 
@@ -146,8 +179,9 @@ def main() -> None:
         disk = Path(tmp) / "disk.img"
         with open(disk, "wb") as f:
             f.truncate((args.size_mib + 256) * MIB)
-        dev = subprocess.run(["losetup", "-f", "--show", str(disk)], check=True,
-                             capture_output=True, text=True).stdout.strip()
+        dev = subprocess.run(
+            ["losetup", "-f", "--show", str(disk)], check=True, capture_output=True, text=True
+        ).stdout.strip()
         try:
             t_ours, t_hand, rss = [], [], []
             for i in range(args.runs):
@@ -158,8 +192,11 @@ def main() -> None:
                 rss.append(r)
                 if not i % 2:
                     t_hand.append(hand(url, dev))
-                print(f"run {i + 1}: ours {t_ours[-1]:.2f} s (peak RSS {r / 1024:.0f} MiB), "
-                      f"hand {t_hand[-1]:.2f} s", flush=True)
+                print(
+                    f"run {i + 1}: ours {t_ours[-1]:.2f} s (peak RSS {r / 1024:.0f} MiB), "
+                    f"hand {t_hand[-1]:.2f} s",
+                    flush=True,
+                )
         finally:
             subprocess.run(["partx", "-d", dev], capture_output=True, check=False)
             subprocess.run(["losetup", "-d", dev], check=False)

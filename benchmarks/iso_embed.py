@@ -57,16 +57,22 @@ def main() -> None:
         _xorriso(root, iso, rr=True)
         os.unlink(os.path.join(root, "images/pxeboot/rootfs.img"))
         os.sync()  # the fresh ISO's dirty pages are xorriso's cost, not ours
-        area = json.loads(subprocess.run([INSTALLER, "dev", "show", "iso", "--ignition", iso],
-                                         check=True, capture_output=True).stdout)
+        area = json.loads(
+            subprocess.run(
+                [INSTALLER, "dev", "show", "iso", "--ignition", iso],
+                check=True,
+                capture_output=True,
+            ).stdout
+        )
         before = digest_outside(iso, area["offset"], area["length"])
         cfg = os.path.join(tmp, "config.ign")
         Path(cfg).write_text('{"ignition": {"version": "3.3.0"}}\n')
         times = []
         for _ in range(a.runs):
             t = time.monotonic()
-            subprocess.run([INSTALLER, "iso", "ignition", "embed", "-f", "-i", cfg, iso],
-                           check=True)
+            subprocess.run(
+                [INSTALLER, "iso", "ignition", "embed", "-f", "-i", cfg, iso], check=True
+            )
             times.append(time.monotonic() - t)
         from nestos_installer.live import isoops
 
@@ -76,16 +82,22 @@ def main() -> None:
             isoops.ignition_embed(iso, Path(cfg).read_bytes(), True, None)
             lib.append(time.monotonic() - t)
         after = digest_outside(iso, area["offset"], area["length"])
-        shown = subprocess.run([INSTALLER, "iso", "ignition", "show", iso], check=True,
-                               capture_output=True).stdout
-        print(f"iso size: {os.path.getsize(iso) / (1 << 20):.0f} MiB, area "
-              f"{area['offset']}+{area['length']}")
-        print(f"embed in place: median {statistics.median(times):.3f} s "
-              f"(runs: {', '.join(f'{x:.3f}' for x in times)}), target < 0.5 s")
-        print(f"library call alone (no interpreter start): median "
-              f"{statistics.median(lib):.3f} s")
-        print(f"bytes outside the area unchanged: {before == after}; "
-              f"config round trip: {shown == Path(cfg).read_bytes()}")
+        shown = subprocess.run(
+            [INSTALLER, "iso", "ignition", "show", iso], check=True, capture_output=True
+        ).stdout
+        print(
+            f"iso size: {os.path.getsize(iso) / (1 << 20):.0f} MiB, area "
+            f"{area['offset']}+{area['length']}"
+        )
+        print(
+            f"embed in place: median {statistics.median(times):.3f} s "
+            f"(runs: {', '.join(f'{x:.3f}' for x in times)}), target < 0.5 s"
+        )
+        print(f"library call alone (no interpreter start): median {statistics.median(lib):.3f} s")
+        print(
+            f"bytes outside the area unchanged: {before == after}; "
+            f"config round trip: {shown == Path(cfg).read_bytes()}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from nestos_installer.errors import (
     SignatureMissing,
     UsageError,
 )
-
 from x2nestos import __version__
 from x2nestos.isofile import IsoImage
 from x2nestos.signature import verify
@@ -112,10 +111,14 @@ def kernel_arch(head: bytes) -> Optional[str]:
         return "riscv64"
     if head[:2] == b"MZ" and len(head) >= 0x40:
         pe = struct.unpack_from("<I", head, 0x3C)[0]
-        if pe + 6 <= len(head) and head[pe:pe + 4] == b"PE\0\0":
+        if pe + 6 <= len(head) and head[pe : pe + 4] == b"PE\0\0":
             machine = struct.unpack_from("<H", head, pe + 4)[0]
-            return {0x8664: "x86_64", 0xAA64: "aarch64", 0x5064: "riscv64",
-                    0x6264: "loongarch64"}.get(machine)
+            return {
+                0x8664: "x86_64",
+                0xAA64: "aarch64",
+                0x5064: "riscv64",
+                0x6264: "loongarch64",
+            }.get(machine)
     return None
 
 
@@ -150,13 +153,23 @@ def from_iso(iso_path: Path) -> LiveArtifacts:
                 continue
             prefix, source = gen, f"/{gen.upper()} directory of the ISO"
             if iso.lookup(f"{gen}/kargs.json") is not None:
-                kargs = _clean_kargs(str(_json(iso.read(f"{gen}/kargs.json"), iso_path)
-                                         .get("default", "")))
+                kargs = _clean_kargs(
+                    str(_json(iso.read(f"{gen}/kargs.json"), iso_path).get("default", ""))
+                )
             if iso.lookup(f"{gen}/features.json") is not None:
                 features = _json(iso.read(f"{gen}/features.json"), iso_path)
             break
-    return LiveArtifacts(SourceKind.ISO, str(iso_path), parts, kernel_arch(head), kargs,
-                         iso=iso_path, prefix=prefix, prefix_source=source, features=features)
+    return LiveArtifacts(
+        SourceKind.ISO,
+        str(iso_path),
+        parts,
+        kernel_arch(head),
+        kargs,
+        iso=iso_path,
+        prefix=prefix,
+        prefix_source=source,
+        features=features,
+    )
 
 
 def _json(data: bytes, where: object) -> Dict[str, Any]:
@@ -215,8 +228,9 @@ def from_pxe_dir(directory: Path) -> LiveArtifacts:
         parts[name] = Part(name, path.stat().st_size, str(path), path)
     with open(parts["kernel"].path, "rb") as f:  # type: ignore[arg-type]
         head = f.read(4096)
-    art = LiveArtifacts(SourceKind.PXE, str(directory), parts, kernel_arch(head),
-                        list(DEFAULT_LIVE_KARGS))
+    art = LiveArtifacts(
+        SourceKind.PXE, str(directory), parts, kernel_arch(head), list(DEFAULT_LIVE_KARGS)
+    )
     inspect_initramfs(art)
     return art
 
@@ -267,8 +281,10 @@ def stream_pxe(name: str, base: str, arch: str) -> Dict[str, Dict[str, Any]]:
 
         stream = Stream.from_json(raw, url)
         sel = stream.select(arch, "metal", "pxe")
-        return {k: {"location": a.location, "signature": a.signature, "sha256": a.sha256}
-                for k, a in sel.items()}
+        return {
+            k: {"location": a.location, "signature": a.signature, "sha256": a.sha256}
+            for k, a in sel.items()
+        }
     except ImportError:
         pass
     except NestosError:
@@ -284,8 +300,16 @@ def stream_pxe(name: str, base: str, arch: str) -> Dict[str, Dict[str, Any]]:
         ) from e
 
 
-def from_stream(name: str, base: str, arch: str, dest: Path, keys: Sequence[bytes], *,
-                insecure: bool, download: bool) -> LiveArtifacts:
+def from_stream(
+    name: str,
+    base: str,
+    arch: str,
+    dest: Path,
+    keys: Sequence[bytes],
+    *,
+    insecure: bool,
+    download: bool,
+) -> LiveArtifacts:
     """Resolve the stream; with download=True fetch + verify (sha256 and .sig) into dest."""
     arts = stream_pxe(name, base, arch)
     parts: Dict[str, Part] = {}
@@ -312,8 +336,9 @@ def from_stream(name: str, base: str, arch: str, dest: Path, keys: Sequence[byte
         elif not insecure:
             raise SignatureMissing(f"stream {name} lists no signature for {kind}")
         parts[kind] = Part(kind, path.stat().st_size, loc, path)
-    art = LiveArtifacts(SourceKind.STREAM, f"stream {name}", parts, arch,
-                        list(DEFAULT_LIVE_KARGS), verification)
+    art = LiveArtifacts(
+        SourceKind.STREAM, f"stream {name}", parts, arch, list(DEFAULT_LIVE_KARGS), verification
+    )
     inspect_initramfs(art)
     return art
 

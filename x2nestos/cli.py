@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, List, NoReturn, Optional
 
 from nestos_installer.errors import NestosError, UsageError
-
 from x2nestos import __version__
 from x2nestos.convert import convert, unload
 from x2nestos.initramfs import Compression
@@ -30,67 +29,128 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def _common(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("live artifacts (one of)")
     src.add_argument("--iso", type=Path, metavar="FILE", help="NestOS live ISO")
-    src.add_argument("--pxe", type=Path, metavar="DIR",
-                     help="directory with the live kernel, initramfs, rootfs")
+    src.add_argument(
+        "--pxe", type=Path, metavar="DIR", help="directory with the live kernel, initramfs, rootfs"
+    )
     src.add_argument("--stream", metavar="NAME", help="download from a stream, e.g. 2403-LTS")
     src.add_argument("--stream-base-url", metavar="URL", help=argparse.SUPPRESS)
-    src.add_argument("--keyring", type=Path, action="append", default=[], metavar="FILE",
-                     help="trusted signing key (repeatable)")
-    src.add_argument("--insecure", action="store_true",
-                     help="allow artifacts without a signature")
+    src.add_argument(
+        "--keyring",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trusted signing key (repeatable)",
+    )
+    src.add_argument("--insecure", action="store_true", help="allow artifacts without a signature")
     dst = p.add_argument_group("destination")
-    dst.add_argument("-d", "--dest-device", metavar="DEV",
-                     help="target disk (default: the disk holding /)")
-    dst.add_argument("-i", "--ignition-file", type=Path, metavar="FILE",
-                     help="Ignition config for the installed system")
+    dst.add_argument(
+        "-d", "--dest-device", metavar="DEV", help="target disk (default: the disk holding /)"
+    )
+    dst.add_argument(
+        "-i",
+        "--ignition-file",
+        type=Path,
+        metavar="FILE",
+        help="Ignition config for the installed system",
+    )
     dst.add_argument("-I", "--ignition-url", metavar="URL", help="fetch the Ignition config")
-    dst.add_argument("--ignition-hash", metavar="DIGEST",
-                     help="sha256-<hex> or sha512-<hex> of --ignition-url")
-    dst.add_argument("--carry", default=",".join(sorted(c.value for c in DEFAULT_CARRY)),
-                     metavar="LIST", help="hostname,ssh-keys,host-keys,network,console, "
-                     "all or none (default: %(default)s)")
-    dst.add_argument("--save-partlabel", action="append", default=[], metavar="GLOB",
-                     help="keep partitions with these labels")
-    dst.add_argument("--dest-karg", action="append", default=[], metavar="ARG",
-                     help="kernel argument for the installed system")
-    dst.add_argument("--live-karg", action="append", default=[], metavar="ARG",
-                     help="kernel argument for the live environment")
-    dst.add_argument("--force-unmounted-data", action="store_true",
-                     help="allow losing mounted data filesystems on the target")
-    dst.add_argument("--work-dir", type=Path, metavar="DIR",
-                     help=f"disk-backed staging dir (default: {DEFAULT_WORK_DIR})")
-    dst.add_argument("--compression", choices=[c.value for c in Compression], default="gzip",
-                     help="appended archive compression (default: gzip)")
+    dst.add_argument(
+        "--ignition-hash", metavar="DIGEST", help="sha256-<hex> or sha512-<hex> of --ignition-url"
+    )
+    dst.add_argument(
+        "--carry",
+        default=",".join(sorted(c.value for c in DEFAULT_CARRY)),
+        metavar="LIST",
+        help="hostname,ssh-keys,host-keys,network,console, all or none (default: %(default)s)",
+    )
+    dst.add_argument(
+        "--save-partlabel",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="keep partitions with these labels",
+    )
+    dst.add_argument(
+        "--dest-karg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="kernel argument for the installed system",
+    )
+    dst.add_argument(
+        "--live-karg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="kernel argument for the live environment",
+    )
+    dst.add_argument(
+        "--force-unmounted-data",
+        action="store_true",
+        help="allow losing mounted data filesystems on the target",
+    )
+    dst.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"disk-backed staging dir (default: {DEFAULT_WORK_DIR})",
+    )
+    dst.add_argument(
+        "--compression",
+        choices=[c.value for c in Compression],
+        default="gzip",
+        help="appended archive compression (default: gzip)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="x2nestos", formatter_class=_formatter,
+        prog="x2nestos",
+        formatter_class=_formatter,
         description="Convert this running Linux host to NestOS: boot the NestOS live system "
-        "with kexec and let it install onto this host's disk.")
+        "with kexec and let it install onto this host's disk.",
+    )
     top.add_argument("-V", "--version", action="version", version=f"x2nestos {__version__}")
     top.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     top.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
-    doc = sub.add_parser("doctor", formatter_class=_formatter,
-                         help="check whether this host can be converted",
-                         description="Check whether this host can be converted; exits "
-                         "non-zero if not.")
+    doc = sub.add_parser(
+        "doctor",
+        formatter_class=_formatter,
+        help="check whether this host can be converted",
+        description="Check whether this host can be converted; exits non-zero if not.",
+    )
     _common(doc)
     doc.add_argument("--json", action="store_true", help="machine-readable output")
-    pl = sub.add_parser("plan", formatter_class=_formatter, help="show what convert would do",
-                        description="Show everything convert would do; change nothing.")
+    pl = sub.add_parser(
+        "plan",
+        formatter_class=_formatter,
+        help="show what convert would do",
+        description="Show everything convert would do; change nothing.",
+    )
     _common(pl)
     pl.add_argument("--json", action="store_true", help="machine-readable output")
-    cv = sub.add_parser("convert", formatter_class=_formatter, help="convert this host",
-                        description="Check, stage the live system with kexec, confirm, jump.")
+    cv = sub.add_parser(
+        "convert",
+        formatter_class=_formatter,
+        help="convert this host",
+        description="Check, stage the live system with kexec, confirm, jump.",
+    )
     _common(cv)
     cv.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    cv.add_argument("--stage-only", action="store_true",
-                    help="load the live kernel and stop (undo: x2nestos unload)")
+    cv.add_argument(
+        "--stage-only",
+        action="store_true",
+        help="load the live kernel and stop (undo: x2nestos unload)",
+    )
     cv.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
-    un = sub.add_parser("unload", formatter_class=_formatter, help="unload a staged kernel",
-                        description="Unload a kernel staged by convert --stage-only.")
+    un = sub.add_parser(
+        "unload",
+        formatter_class=_formatter,
+        help="unload a staged kernel",
+        description="Unload a kernel staged by convert --stage-only.",
+    )
     un.add_argument("--work-dir", type=Path, metavar="DIR", help="staging dir to clean")
     return top
 
@@ -165,8 +225,10 @@ def _confirm(plan: Plan) -> bool:
     if not sys.stdin.isatty():
         raise UsageError("refusing to convert without confirmation", hint="pass --yes")
     t = plan.target
-    print(f"\nThis ERASES {t.kernel_path if t else '?'} ({t.stable_path if t else '?'}) and "
-          "installs NestOS. It cannot be undone.")
+    print(
+        f"\nThis ERASES {t.kernel_path if t else '?'} ({t.stable_path if t else '?'}) and "
+        "installs NestOS. It cannot be undone."
+    )
     return input("Type 'yes' to continue: ").strip() == "yes"
 
 
@@ -197,17 +259,23 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             d = plan.to_json()
             if args.command == "doctor":
-                d = {k: d[k] for k in ("ok", "checks", "architecture", "kexec", "target",
-                                       "artifacts")}
+                d = {
+                    k: d[k]
+                    for k in ("ok", "checks", "architecture", "kexec", "target", "artifacts")
+                }
             print(json.dumps(d, indent=2))
         elif args.command == "doctor":
             print_checks(plan)
         else:
             print_plan(plan)
         return 0 if plan.ok else 1
-    out = convert(cfg, say=lambda m: print(m, flush=True),
-                  confirm=None if args.yes else _confirm, stage_only=args.stage_only,
-                  build_only=args.build_only)
+    out = convert(
+        cfg,
+        say=lambda m: print(m, flush=True),
+        confirm=None if args.yes else _confirm,
+        stage_only=args.stage_only,
+        build_only=args.build_only,
+    )
     if out.plan.notes:
         print("\n".join(f"note: {n}" for n in out.plan.notes))
     return 0

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from nestos_installer.errors import NestosError, UsageError
-
 from x2nestos import kexec
 from x2nestos.artifacts import verify_artifacts
 from x2nestos.initramfs import archive, concatenate
@@ -95,8 +94,14 @@ def clean_staging(cfg: ConvertConfig) -> None:
         directory.rmdir()
 
 
-def convert(cfg: ConvertConfig, *, say: Say, confirm: Optional[Confirm], stage_only: bool,
-            build_only: bool = False) -> Outcome:
+def convert(
+    cfg: ConvertConfig,
+    *,
+    say: Say,
+    confirm: Optional[Confirm],
+    stage_only: bool,
+    build_only: bool = False,
+) -> Outcome:
     """Run the conversion. `confirm=None` means --yes. `build_only` stops after staging (used
     with --root for inspection; kexec is never touched then)."""
     say("checking the host and the artifacts")
@@ -120,10 +125,8 @@ def convert(cfg: ConvertConfig, *, say: Say, confirm: Optional[Confirm], stage_o
         say(f"  kernel {kernel}, initrd {initrd} ({initrd.stat().st_size} bytes)")
         if build_only:
             return Outcome(plan, kernel, initrd, False, False)
-        say("loading the live kernel (kexec " + ("-s" if plan.kexec.use_file_load else "-c")
-            + ")")
-        kexec.load(kernel, initrd, plan.cmdline, file_load=plan.kexec.use_file_load,
-                   root=cfg.root)
+        say("loading the live kernel (kexec " + ("-s" if plan.kexec.use_file_load else "-c") + ")")
+        kexec.load(kernel, initrd, plan.cmdline, file_load=plan.kexec.use_file_load, root=cfg.root)
         loaded = True
         if stage_only:
             say("staged; `x2nestos unload` undoes it, `systemctl kexec` fires it")

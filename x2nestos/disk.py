@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from nestos_installer.errors import TargetError
-
 from x2nestos.hostfacts import ROOT, Mount, mounts, swaps
 
 # Mount points that belong to the OS being replaced; anything else mounted is user data.
@@ -70,7 +69,8 @@ class TargetDisk:
         """Mounted filesystems on the disk that are not the old OS and not saved partitions."""
         saved = {p.name for p in self.partitions if p.label and p.label in saved_labels}
         return [
-            m for m in self.mounted
+            m
+            for m in self.mounted
             if m[1] not in SYSTEM_MOUNTS and m[0].rsplit("/", 1)[-1] not in saved
         ]
 

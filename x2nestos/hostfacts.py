@@ -68,7 +68,7 @@ def read_cmdline(root: Path = ROOT) -> str:
 
 def consoles(cmdline: str) -> List[str]:
     """Every `console=` value of a kernel command line, in order (the last one is /dev/console)."""
-    return [arg[len("console="):] for arg in cmdline.split() if arg.startswith("console=")]
+    return [arg[len("console=") :] for arg in cmdline.split() if arg.startswith("console=")]
 
 
 def meminfo(root: Path = ROOT) -> Dict[str, int]:

@@ -146,8 +146,10 @@ def read_users(root: Path, ident: Identity) -> None:
     if settings.get("authorizedkeyscommand", ["none"])[0].lower() != "none":
         ident.not_carried.append("ssh-keys: keys served by AuthorizedKeysCommand")
     if "#match" in settings:
-        ident.notes.append("ssh-keys: sshd_config Match blocks were not evaluated; global "
-                           "AuthorizedKeysFile used for every user")
+        ident.notes.append(
+            "ssh-keys: sshd_config Match blocks were not evaluated; global "
+            "AuthorizedKeysFile used for every user"
+        )
     for name, uid, home, groups in login_users(root):
         keys: List[str] = []
         for pattern in files:

@@ -107,14 +107,14 @@ def list_newc(data: bytes) -> List[Tuple[str, int, int]]:
     out = []
     off = 0
     while off + 110 <= len(data):
-        if data[off:off + 6] != NEWC_MAGIC:
+        if data[off : off + 6] != NEWC_MAGIC:
             raise ValueError(f"bad cpio magic at offset {off}")
-        fields = [int(data[off + 6 + 8 * i: off + 14 + 8 * i], 16) for i in range(13)]
+        fields = [int(data[off + 6 + 8 * i : off + 14 + 8 * i], 16) for i in range(13)]
         mode, size, namesize = fields[1], fields[6], fields[11]
         name_end = off + 110 + namesize
         if name_end > len(data):
             raise ValueError("cpio name runs past the end")
-        name = data[off + 110: name_end - 1].split(b"\0")[0].decode()
+        name = data[off + 110 : name_end - 1].split(b"\0")[0].decode()
         off = name_end + (-name_end % 4)
         if name == "TRAILER!!!":
             break

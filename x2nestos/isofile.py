@@ -55,9 +55,10 @@ class IsoImage:
                 raise
         elif not run.have_tool("xorriso"):
             self.close()
-            raise ToolMissing("reading a live ISO needs pycdlib (python3-pycdlib) or xorriso",
-                              hint="install one of them, or extract the PXE files and use "
-                              "--pxe DIR")
+            raise ToolMissing(
+                "reading a live ISO needs pycdlib (python3-pycdlib) or xorriso",
+                hint="install one of them, or extract the PXE files and use --pxe DIR",
+            )
 
     def close(self) -> None:
         self._f.close()
@@ -100,8 +101,11 @@ class IsoImage:
         return found
 
     def _xorriso_lookup(self, path: str) -> Optional[Tuple[int, int, bool]]:
-        proc = run.run(["xorriso", "-indev", self.path, "-find", path, "-exec", "report_lba",
-                        "--"], check=False, reason="read the live ISO")
+        proc = run.run(
+            ["xorriso", "-indev", self.path, "-find", path, "-exec", "report_lba", "--"],
+            check=False,
+            reason="read the live ISO",
+        )
         for line in proc.stdout.decode(errors="replace").splitlines():
             if line.startswith("File data lba:"):
                 fields = [f.strip() for f in line.split(":", 1)[1].split(",", 4)]

@@ -30,12 +30,19 @@ def is_loaded(root: Path = REAL_ROOT) -> bool:
 def load_argv(kernel: Path, initrd: Path, cmdline: str, *, file_load: bool) -> List[str]:
     """kexec-tools command line: -s selects kexec_file_load (needed under lockdown), -c the
     legacy kexec_load syscall."""
-    return ["kexec", "-l", "-s" if file_load else "-c", str(kernel),
-            f"--initrd={initrd}", f"--command-line={cmdline}"]
+    return [
+        "kexec",
+        "-l",
+        "-s" if file_load else "-c",
+        str(kernel),
+        f"--initrd={initrd}",
+        f"--command-line={cmdline}",
+    ]
 
 
-def load(kernel: Path, initrd: Path, cmdline: str, *, file_load: bool,
-         root: Path = REAL_ROOT) -> None:
+def load(
+    kernel: Path, initrd: Path, cmdline: str, *, file_load: bool, root: Path = REAL_ROOT
+) -> None:
     _require_real(root)
     runner.require_tool("kexec", "load the NestOS live kernel (install kexec-tools)")
     try:

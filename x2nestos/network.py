@@ -48,8 +48,9 @@ class Interface:
         for version, dhcp, gw in ((4, self.dhcp4, self.gateway4), (6, self.dhcp6, self.gateway6)):
             addrs = self._family(version)
             dns = [d for d in self.dns if ipaddress.ip_address(d).version == version]
-            routes = [r for r in self.routes
-                      if ipaddress.ip_network(r[0], False).version == version]
+            routes = [
+                r for r in self.routes if ipaddress.ip_network(r[0], False).version == version
+            ]
             lines += ["", f"[ipv{version}]"]
             if addrs:
                 lines.append("method=manual")
@@ -157,7 +158,7 @@ def read_ifcfg(root: Path, facts: NetworkFacts, dns: List[str]) -> List[Interfac
                     kv[k.strip()] = " ".join(shlex.split(v))
                 except ValueError:
                     kv[k.strip()] = v.strip().strip("\"'")
-        name = kv.get("DEVICE") or f.name[len("ifcfg-"):]
+        name = kv.get("DEVICE") or f.name[len("ifcfg-") :]
         if name == "lo":
             continue
         if kv.get("TYPE", "Ethernet") not in ("Ethernet", ""):
@@ -358,8 +359,9 @@ def read_networkd(root: Path, facts: NetworkFacts, dns: List[str]) -> List[Inter
         names = " ".join(match.get("Name", [])).split()
         macs = " ".join(match.get("MACAddress", [])).split()
         if len(names) + len(macs) != 1 or any(c in "".join(names) for c in "*?["):
-            facts.not_carried.append(f"network: /etc/systemd/network/{f.name} (matches "
-                                     "several or wildcard interfaces)")
+            facts.not_carried.append(
+                f"network: /etc/systemd/network/{f.name} (matches several or wildcard interfaces)"
+            )
             continue
         addrs = net.get("Address", []) + ini.get("Address", {}).get("Address", [])
         gws = net.get("Gateway", []) + ini.get("Route", {}).get("Gateway", [])

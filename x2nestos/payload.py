@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from nestos_installer.errors import ConfigError, UsageError
-
 from x2nestos.identity import Identity
 from x2nestos.initramfs import Member
 
@@ -46,12 +45,13 @@ class LivePaths:
 
     @property
     def check_dropin(self) -> str:
-        return (f"etc/systemd/system/{self.prefix}-installer.service.d/"
-                "10-x2nestos-target-check.conf")
+        return f"etc/systemd/system/{self.prefix}-installer.service.d/10-x2nestos-target-check.conf"
 
     @property
     def installer_unit(self) -> str:
         return f"{self.prefix}-installer.service"
+
+
 HASH_RE = re.compile(r"^(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})$")
 
 
@@ -97,9 +97,7 @@ class DestSource:
     url_hash: Optional[str] = None
 
 
-def dest_ignition(
-    user: DestSource, ident: Identity, keyfiles: Dict[str, str]
-) -> Dict[str, Any]:
+def dest_ignition(user: DestSource, ident: Identity, keyfiles: Dict[str, str]) -> Dict[str, Any]:
     """A spec-3.3.0 config carrying the host identity that merges the user's config on top.
 
     Ignition merges child configs over the parent, so the user's own entries win over carried
@@ -133,9 +131,7 @@ def dest_ignition(
     for path, (data, mode) in sorted(ident.host_keys.items()):
         files.append(_file(path, data, mode))
     for name, text in sorted(keyfiles.items()):
-        files.append(
-            _file(f"/etc/NetworkManager/system-connections/{name}", text.encode(), 0o600)
-        )
+        files.append(_file(f"/etc/NetworkManager/system-connections/{name}", text.encode(), 0o600))
     if files:
         conf["storage"] = {"files": files}
     return conf
@@ -250,18 +246,33 @@ class Payload:
     def live_ignition(self) -> Dict[str, Any]:
         """For a NestOS live image (Ignition in the live initrd): the same files, via Ignition."""
         files = [
-            {"path": "/" + CHECK_SCRIPT, "mode": 0o700,
-             "contents": data_url(self.check_script.encode())},
-            {"path": "/" + self.paths.dest_ign, "mode": 0o600,
-             "contents": data_url(self.dest_bytes())},
-            {"path": "/" + self.paths.installer_yaml, "mode": 0o600,
-             "contents": data_url(yaml_text(self.installer).encode())},
-            {"path": "/" + self.paths.check_dropin, "mode": 0o644,
-             "contents": data_url(CHECK_DROPIN_TEXT.encode())},
+            {
+                "path": "/" + CHECK_SCRIPT,
+                "mode": 0o700,
+                "contents": data_url(self.check_script.encode()),
+            },
+            {
+                "path": "/" + self.paths.dest_ign,
+                "mode": 0o600,
+                "contents": data_url(self.dest_bytes()),
+            },
+            {
+                "path": "/" + self.paths.installer_yaml,
+                "mode": 0o600,
+                "contents": data_url(yaml_text(self.installer).encode()),
+            },
+            {
+                "path": "/" + self.paths.check_dropin,
+                "mode": 0o644,
+                "contents": data_url(CHECK_DROPIN_TEXT.encode()),
+            },
         ]
         units = [{"name": "x2nestos-target-check.service", "contents": self.unit_text}]
-        return {"ignition": {"version": SPEC}, "storage": {"files": files},
-                "systemd": {"units": units}}
+        return {
+            "ignition": {"version": SPEC},
+            "storage": {"files": files},
+            "systemd": {"units": units},
+        }
 
     def members(self) -> List[Member]:
         """Files of the appended archive: direct copies for live environments without Ignition
@@ -275,8 +286,10 @@ class Payload:
             Member(CHECK_UNIT, self.unit_text.encode(), 0o644),
             Member(self.paths.check_dropin, CHECK_DROPIN_TEXT.encode(), 0o644),
         ]
-        out += [Member(f"{self.paths.network_dir}/{n}", t.encode(), 0o600)
-                for n, t in self.keyfiles.items()]
+        out += [
+            Member(f"{self.paths.network_dir}/{n}", t.encode(), 0o600)
+            for n, t in self.keyfiles.items()
+        ]
         return out
 
 

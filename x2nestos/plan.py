@@ -14,7 +14,6 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from nestos_installer import run as runner
 from nestos_installer.errors import ConfigError, NestosError, UsageError
-
 from x2nestos import disk, hostfacts, identity, network, preflight
 from x2nestos.artifacts import (
     DEFAULT_STREAM_BASE,
@@ -60,8 +59,9 @@ class Carry(enum.Enum):
                     out.add(cls(word))
                 except ValueError:
                     names = ",".join(c.value for c in cls)
-                    raise UsageError(f"unknown --carry item {word!r} (choose from {names})") \
-                        from None
+                    raise UsageError(
+                        f"unknown --carry item {word!r} (choose from {names})"
+                    ) from None
         return frozenset(out)
 
 
@@ -107,8 +107,10 @@ class ConvertConfig:
             if not self.ignition_url.startswith(("http://", "https://")):
                 raise UsageError(f"unknown protocol for URL '{self.ignition_url}'")
             if self.ignition_url.startswith("http://") and not self.ignition_hash:
-                raise UsageError("a plain http:// --ignition-url needs --ignition-hash",
-                                 hint="or use --ignition-file (no HTTP server needed)")
+                raise UsageError(
+                    "a plain http:// --ignition-url needs --ignition-hash",
+                    hint="or use --ignition-file (no HTTP server needed)",
+                )
             if self.ignition_hash:
                 check_ignition_hash(self.ignition_hash)
 
@@ -160,16 +162,21 @@ class Plan:
             "ok": self.ok,
             "checks": [c.to_json() for c in self.checks],
             "architecture": self.machine,
-            "kexec": {"syscall": "kexec_file_load" if self.kexec.use_file_load else "kexec_load",
-                      "secure-boot": self.kexec.secure_boot, "lockdown": self.kexec.lockdown,
-                      "jump": "systemctl kexec" if self.systemd else "kexec -e"},
+            "kexec": {
+                "syscall": "kexec_file_load" if self.kexec.use_file_load else "kexec_load",
+                "secure-boot": self.kexec.secure_boot,
+                "lockdown": self.kexec.lockdown,
+                "jump": "systemctl kexec" if self.systemd else "kexec -e",
+            },
             "target": self.target.to_json() if self.target else None,
             "artifacts": self.artifacts.to_json() if self.artifacts else None,
             "kernel-command-line": self.cmdline,
             "installer-config": self.payload.installer if self.payload else None,
             "destination-ignition": redacted(self.payload.dest) if self.payload else None,
-            "network-keyfiles": {n: redacted_keyfile(t) for n, t in
-                                 (self.payload.keyfiles.items() if self.payload else [])},
+            "network-keyfiles": {
+                n: redacted_keyfile(t)
+                for n, t in (self.payload.keyfiles.items() if self.payload else [])
+            },
             "appended-archive-size": self.archive_size,
             "carried": self.carried,
             "not-carried": self.not_carried,
@@ -187,8 +194,15 @@ def _artifacts(cfg: ConvertConfig, arch: str, download: bool) -> Optional[LiveAr
         dest = cfg.root / str(cfg.staging).lstrip("/") / "download"
         if download:
             dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return from_stream(cfg.stream, cfg.stream_base_url, canon, dest, cfg.keys(),
-                           insecure=cfg.insecure, download=download)
+        return from_stream(
+            cfg.stream,
+            cfg.stream_base_url,
+            canon,
+            dest,
+            cfg.keys(),
+            insecure=cfg.insecure,
+            download=download,
+        )
     return None
 
 
@@ -207,8 +221,11 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     root = cfg.root
     machine = hostfacts.machine_arch(root)
     kexec = hostfacts.kexec_facts(root)
-    checks = [preflight.check_root(root), preflight.check_container(hostfacts.container(root)),
-              preflight.check_hypervisor(hostfacts.hypervisor(root))]
+    checks = [
+        preflight.check_root(root),
+        preflight.check_container(hostfacts.container(root)),
+        preflight.check_hypervisor(hostfacts.hypervisor(root)),
+    ]
     art: Optional[LiveArtifacts] = None
     try:
         art = _artifacts(cfg, machine, download)
@@ -216,12 +233,22 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         checks.append(Check("artifacts", Status.FAIL, str(e)))
     else:
         if art is not None:
-            checks.append(Check("artifacts", Status.OK,
-                                f"{art.kind.value} {art.origin}: " + ", ".join(
-                                    f"{n} {p.size} bytes" for n, p in art.parts.items())))
+            checks.append(
+                Check(
+                    "artifacts",
+                    Status.OK,
+                    f"{art.kind.value} {art.origin}: "
+                    + ", ".join(f"{n} {p.size} bytes" for n, p in art.parts.items()),
+                )
+            )
             if "rootfs" not in art.parts:
-                checks.append(Check("artifacts-rootfs", Status.WARN, "no rootfs.img: the live "
-                                    "initramfs must fetch its rootfs over the network"))
+                checks.append(
+                    Check(
+                        "artifacts-rootfs",
+                        Status.WARN,
+                        "no rootfs.img: the live initramfs must fetch its rootfs over the network",
+                    )
+                )
     checks.append(preflight.check_arch(machine, art))
     if art is not None:
         checks.append(preflight.check_live_image(art))
@@ -236,8 +263,9 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         target = disk.resolve(spec, root)
     except NestosError as e:
         target_error = str(e)
-    checks += preflight.check_target(target, cfg.save_partlabel, cfg.force_unmounted_data,
-                                     target_error)
+    checks += preflight.check_target(
+        target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
+    )
 
     carried: List[str] = []
     not_carried: List[str] = []
@@ -268,8 +296,10 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     consoles, from_host = _consoles(cfg, machine)
     carried.append(("console: " if from_host else "console (default): ") + " ".join(consoles))
     not_carried += [f"{c.value}: not requested (--carry)" for c in Carry if c not in cfg.carry]
-    not_carried += ["users' passwords, packages, services, /etc and data on the target "
-                    "(NestOS is installed fresh)"]
+    not_carried += [
+        "users' passwords, packages, services, /etc and data on the target "
+        "(NestOS is installed fresh)"
+    ]
 
     payload: Optional[Payload] = None
     size = 0
@@ -284,16 +314,28 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         elif cfg.ignition_url:
             user = DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
         if user == DestSource() and not ident.users:
-            checks.append(Check("login", Status.FAIL, "no --ignition-file/--ignition-url and "
-                                "no SSH keys carried: nobody could log in to the new system"))
+            checks.append(
+                Check(
+                    "login",
+                    Status.FAIL,
+                    "no --ignition-file/--ignition-url and "
+                    "no SSH keys carried: nobody could log in to the new system",
+                )
+            )
         if target is not None and target.stable_path:
             paths = LivePaths(art.prefix if art else "nestos")
             dest_consoles = consoles if Carry.CONSOLE in cfg.carry else []
             directives = (art.features or {}).get("installer-config-directives") if art else None
-            if dest_consoles and art is not None and art.features is not None and not (
-                    isinstance(directives, dict) and directives.get("console")):
-                not_carried.append("console: this live image's installer has no `console` "
-                                   "setting; the installed system keeps its default console")
+            if (
+                dest_consoles
+                and art is not None
+                and art.features is not None
+                and not (isinstance(directives, dict) and directives.get("console"))
+            ):
+                not_carried.append(
+                    "console: this live image's installer has no `console` "
+                    "setting; the installed system keeps its default console"
+                )
                 dest_consoles = []
             inst = installer_config(
                 target.stable_path,
@@ -302,9 +344,13 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
                 save_partlabel=cfg.save_partlabel,
                 append_karg=tuple(naming) + cfg.dest_kargs,
             )
-            payload = Payload(dest_ignition(user, ident, keyfiles), inst, keyfiles,
-                              target_check_script(target.stable_path, target.size, target.serial),
-                              paths)
+            payload = Payload(
+                dest_ignition(user, ident, keyfiles),
+                inst,
+                keyfiles,
+                target_check_script(target.stable_path, target.size, target.serial),
+                paths,
+            )
             size = len(archive(payload.members(), cfg.compression))
     except NestosError as e:
         checks.append(Check("ignition", Status.FAIL, str(e)))
@@ -316,14 +362,34 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     need = preflight.memory_need(art, size)["disk"] if art is not None else 0
     checks.append(preflight.check_staging(root, cfg.staging, need))
     systemd = hostfacts.systemd_is_pid1(root)
-    checks.append(Check("jump", Status.INFO, "systemctl kexec (orderly shutdown)" if systemd
-                        else "kexec -e (systemd is not PID 1: no orderly shutdown)"))
+    checks.append(
+        Check(
+            "jump",
+            Status.INFO,
+            "systemctl kexec (orderly shutdown)"
+            if systemd
+            else "kexec -e (systemd is not PID 1: no orderly shutdown)",
+        )
+    )
     if cfg.save_partlabel and target is not None:
         for pat in cfg.save_partlabel:
             if not any(p.label and fnmatch.fnmatchcase(p.label, pat) for p in target.partitions):
                 notes.append(f"--save-partlabel {pat}: no partition on the target matches")
-    return Plan(cfg, checks, machine, kexec, systemd, target, art, payload, size,
-                " ".join(kargs), carried, not_carried, notes)
+    return Plan(
+        cfg,
+        checks,
+        machine,
+        kexec,
+        systemd,
+        target,
+        art,
+        payload,
+        size,
+        " ".join(kargs),
+        carried,
+        not_carried,
+        notes,
+    )
 
 
 def staging_paths(cfg: ConvertConfig) -> Tuple[Path, Path, Path]:

@@ -77,15 +77,22 @@ def check_root(root: Path) -> Check:
 
 def check_container(name: Optional[str]) -> Check:
     if name:
-        return Check("container", Status.FAIL, f"running in a {name} container; kexec is "
-                     "impossible here, run x2nestos on the host itself")
+        return Check(
+            "container",
+            Status.FAIL,
+            f"running in a {name} container; kexec is "
+            "impossible here, run x2nestos on the host itself",
+        )
     return Check("container", Status.OK, "not in a container")
 
 
 def check_hypervisor(name: Optional[str]) -> Check:
     if name == "hyperv":
-        return Check("virtualization", Status.WARN,
-                     "Hyper-V guest: kexec'd kernels are known to hang in vmbus probing")
+        return Check(
+            "virtualization",
+            Status.WARN,
+            "Hyper-V guest: kexec'd kernels are known to hang in vmbus probing",
+        )
     if name:
         return Check("virtualization", Status.INFO, f"virtual machine ({name})")
     return Check("virtualization", Status.INFO, "bare metal (no hypervisor detected)")
@@ -98,11 +105,13 @@ def check_arch(machine: str, art: Optional[LiveArtifacts]) -> Check:
     if art is None:
         return Check("architecture", Status.INFO, f"host is {host}; no artifacts given")
     if art.arch is None:
-        return Check("architecture", Status.FAIL,
-                     f"unknown architecture of the live kernel in {art.origin}")
+        return Check(
+            "architecture", Status.FAIL, f"unknown architecture of the live kernel in {art.origin}"
+        )
     if art.arch != host:
-        return Check("architecture", Status.FAIL,
-                     f"live kernel is {art.arch} but this host is {host}")
+        return Check(
+            "architecture", Status.FAIL, f"live kernel is {art.arch} but this host is {host}"
+        )
     return Check("architecture", Status.OK, f"{host} host, {art.arch} live kernel")
 
 
@@ -110,31 +119,61 @@ def check_live_image(art: LiveArtifacts) -> Check:
     """Can this live image be driven by an installer.d config, and which names does it use?"""
     names = f"{art.prefix}.inst.*, /etc/{art.prefix}/installer.d"
     if art.features is None:
-        return Check("live-image", Status.WARN, f"{names} ({art.prefix_source}); no "
-                     "features.json, assuming it runs installer.d configs")
+        return Check(
+            "live-image",
+            Status.WARN,
+            f"{names} ({art.prefix_source}); no "
+            "features.json, assuming it runs installer.d configs",
+        )
     if art.features.get("installer-config") is False:
-        return Check("live-image", Status.FAIL, "this live image does not support installer "
-                     "configs (features.json: installer-config false); use a newer image")
+        return Check(
+            "live-image",
+            Status.FAIL,
+            "this live image does not support installer "
+            "configs (features.json: installer-config false); use a newer image",
+        )
     return Check("live-image", Status.OK, f"{names} ({art.prefix_source})")
 
 
 def check_kexec(k: KexecFacts, have_tool: bool) -> List[Check]:
     out = []
     if not k.supported:
-        out.append(Check("kexec", Status.FAIL,
-                         "the running kernel has no kexec support (/sys/kernel/kexec_loaded)"))
+        out.append(
+            Check(
+                "kexec",
+                Status.FAIL,
+                "the running kernel has no kexec support (/sys/kernel/kexec_loaded)",
+            )
+        )
     elif k.load_disabled:
-        out.append(Check("kexec", Status.FAIL, "kexec is disabled until reboot "
-                         "(kernel.kexec_load_disabled=1)"))
+        out.append(
+            Check(
+                "kexec",
+                Status.FAIL,
+                "kexec is disabled until reboot (kernel.kexec_load_disabled=1)",
+            )
+        )
     elif not k.possible:
-        out.append(Check("kexec", Status.FAIL, "the kernel was built without the kexec syscall "
-                         "this host needs (" + ("kexec_file_load" if k.use_file_load
-                                                else "kexec_load") + ")"))
+        out.append(
+            Check(
+                "kexec",
+                Status.FAIL,
+                "the kernel was built without the kexec syscall "
+                "this host needs ("
+                + ("kexec_file_load" if k.use_file_load else "kexec_load")
+                + ")",
+            )
+        )
     else:
         out.append(Check("kexec", Status.OK, "kexec available"))
     if k.loaded:
-        out.append(Check("kexec-loaded", Status.WARN,
-                         "a kexec kernel is already loaded (x2nestos unload removes it)"))
+        out.append(
+            Check(
+                "kexec-loaded",
+                Status.WARN,
+                "a kexec kernel is already loaded (x2nestos unload removes it)",
+            )
+        )
     sb = {True: "on", False: "off", None: "n/a (BIOS)"}[k.secure_boot]
     syscall = "kexec_file_load (-s)" if k.use_file_load else "kexec_load (-c)"
     detail = f"Secure Boot {sb}, lockdown {k.lockdown or 'n/a'}: using {syscall}"
@@ -159,17 +198,32 @@ def memory_need(art: LiveArtifacts, payload_size: int) -> Dict[str, int]:
 def check_memory(mem: Dict[str, int], art: Optional[LiveArtifacts], payload: int) -> Check:
     avail, total = mem.get("MemAvailable", 0), mem.get("MemTotal", 0)
     if art is None:
-        return Check("memory", Status.INFO,
-                     f"{_mib(avail)} available of {_mib(total)}; no artifacts to budget")
+        return Check(
+            "memory",
+            Status.INFO,
+            f"{_mib(avail)} available of {_mib(total)}; no artifacts to budget",
+        )
     need = memory_need(art, payload)
     if avail < need["staging"]:
-        return Check("memory", Status.FAIL, f"too little RAM: staging the live system needs "
-                     f"{_mib(need['staging'])}, only {_mib(avail)} available")
+        return Check(
+            "memory",
+            Status.FAIL,
+            f"too little RAM: staging the live system needs "
+            f"{_mib(need['staging'])}, only {_mib(avail)} available",
+        )
     if total < need["live"]:
-        return Check("memory", Status.FAIL, f"too little RAM: the live system needs about "
-                     f"{_mib(need['live'])} in memory, this host has {_mib(total)}")
-    return Check("memory", Status.OK, f"needs {_mib(need['staging'])} now (have {_mib(avail)}), "
-                 f"about {_mib(need['live'])} after the jump (have {_mib(total)})")
+        return Check(
+            "memory",
+            Status.FAIL,
+            f"too little RAM: the live system needs about "
+            f"{_mib(need['live'])} in memory, this host has {_mib(total)}",
+        )
+    return Check(
+        "memory",
+        Status.OK,
+        f"needs {_mib(need['staging'])} now (have {_mib(avail)}), "
+        f"about {_mib(need['live'])} after the jump (have {_mib(total)})",
+    )
 
 
 def check_staging(root: Path, staging: Path, need: int) -> Check:
@@ -177,8 +231,11 @@ def check_staging(root: Path, staging: Path, need: int) -> Check:
     m = mount_of(rel, mounts(root))
     fstype = m.fstype if m else "unknown"
     if fstype in MEMORY_FS:
-        return Check("staging", Status.FAIL, f"{rel} is on {fstype} (RAM); stage on disk-backed "
-                     "storage with --work-dir")
+        return Check(
+            "staging",
+            Status.FAIL,
+            f"{rel} is on {fstype} (RAM); stage on disk-backed storage with --work-dir",
+        )
     probe = root / rel.lstrip("/")
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -186,39 +243,71 @@ def check_staging(root: Path, staging: Path, need: int) -> Check:
     free = st.f_bavail * st.f_frsize
     if free < need:
         return Check("staging", Status.FAIL, f"{rel} has {_mib(free)} free, {_mib(need)} needed")
-    return Check("staging", Status.OK, f"{rel} on {fstype}, {_mib(free)} free "
-                 f"({_mib(need)} needed)")
+    return Check(
+        "staging", Status.OK, f"{rel} on {fstype}, {_mib(free)} free ({_mib(need)} needed)"
+    )
 
 
-def check_target(t: Optional[TargetDisk], save: Sequence[str], force_data: bool,
-                 error: Optional[str]) -> List[Check]:
+def check_target(
+    t: Optional[TargetDisk], save: Sequence[str], force_data: bool, error: Optional[str]
+) -> List[Check]:
     if t is None:
         return [Check("target", Status.FAIL, error or "no target disk")]
     out = []
     if t.stable_path is None:
-        out.append(Check("target", Status.FAIL, f"{t.kernel_path} has no stable identity (no "
-                         "serial or WWN in /dev/disk/by-id or sysfs)"))
+        out.append(
+            Check(
+                "target",
+                Status.FAIL,
+                f"{t.kernel_path} has no stable identity (no "
+                "serial or WWN in /dev/disk/by-id or sysfs)",
+            )
+        )
     else:
-        out.append(Check("target", Status.OK, f"{t.kernel_path} = {t.stable_path} "
-                         f"({t.by_id_source}), {_mib(t.size)}"))
+        out.append(
+            Check(
+                "target",
+                Status.OK,
+                f"{t.kernel_path} = {t.stable_path} ({t.by_id_source}), {_mib(t.size)}",
+            )
+        )
     if t.read_only:
         out.append(Check("target-writable", Status.FAIL, f"{t.kernel_path} is read-only"))
     if t.size < MIN_DISK:
-        out.append(Check("target-size", Status.FAIL,
-                         f"{t.kernel_path} is {_mib(t.size)}; NestOS needs {_mib(MIN_DISK)}"))
+        out.append(
+            Check(
+                "target-size",
+                Status.FAIL,
+                f"{t.kernel_path} is {_mib(t.size)}; NestOS needs {_mib(MIN_DISK)}",
+            )
+        )
     if t.removable:
         out.append(Check("target-removable", Status.WARN, f"{t.kernel_path} is removable"))
-    saved = [p for p in t.partitions if p.label and any(fnmatch.fnmatchcase(p.label, pat)
-                                                        for pat in save)]
+    saved = [
+        p
+        for p in t.partitions
+        if p.label and any(fnmatch.fnmatchcase(p.label, pat) for pat in save)
+    ]
     data = t.data_mounts(tuple(p.label for p in saved if p.label))
     if data and not force_data:
         what = ", ".join(f"{d} on {m}" for d, m, _ in data)
-        out.append(Check("target-data", Status.FAIL, f"{t.kernel_path} holds mounted data "
-                         f"that would be lost: {what} (use --force-unmounted-data or "
-                         "--save-partlabel)"))
+        out.append(
+            Check(
+                "target-data",
+                Status.FAIL,
+                f"{t.kernel_path} holds mounted data "
+                f"that would be lost: {what} (use --force-unmounted-data or "
+                "--save-partlabel)",
+            )
+        )
     elif data:
-        out.append(Check("target-data", Status.WARN, "data that will be lost: "
-                         + ", ".join(m for _, m, _ in data)))
+        out.append(
+            Check(
+                "target-data",
+                Status.WARN,
+                "data that will be lost: " + ", ".join(m for _, m, _ in data),
+            )
+        )
     used = [f"{m} ({d})" for d, m, _ in t.mounted] + [f"swap {s}" for s in t.swap]
     used += [f"held by {h}" for h in t.holders]
     out.append(Check("target-use", Status.INFO, "in use: " + (", ".join(used) or "nothing")))

@@ -68,8 +68,18 @@ def verify(data_path: Path, sig_path: Path, keys: Sequence[bytes]) -> str:
         if runner.have_tool("gpgv"):
             argv = ["gpgv", "--homedir", tmp, "--status-fd", "1", "--keyring", str(keyring)]
         elif runner.have_tool("gpg"):
-            argv = ["gpg", "--batch", "--homedir", tmp, "--no-default-keyring",
-                    "--keyring", str(keyring), "--status-fd", "1", "--verify"]
+            argv = [
+                "gpg",
+                "--batch",
+                "--homedir",
+                tmp,
+                "--no-default-keyring",
+                "--keyring",
+                str(keyring),
+                "--status-fd",
+                "1",
+                "--verify",
+            ]
         else:
             raise ToolMissing("gpgv not found, needed to verify artifact signatures")
         proc = runner.run(argv + [str(sig_path), str(data_path)], check=False, timeout=600)

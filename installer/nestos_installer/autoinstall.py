@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
+
 from nestos_installer.errors import ConfigError, UsageError
 
 INSTALLER_D = Path("/etc/nestos/installer.d")

@@ -168,8 +168,10 @@ def open_target(path: str) -> Target:
     """Open the destination disk read-write and exclusively, or say who holds it."""
     dev = canonical_device(path)
     if (Path("/sys/class/block") / _sysfs_name(dev) / "partition").exists():
-        raise TargetError(f"{path} is a partition, not a whole disk",
-                          hint="give the disk itself, e.g. /dev/sda rather than /dev/sda1")
+        raise TargetError(
+            f"{path} is a partition, not a whole disk",
+            hint="give the disk itself, e.g. /dev/sda rather than /dev/sda1",
+        )
     try:
         fd = os.open(dev, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
     except OSError as e:
@@ -177,8 +179,11 @@ def open_target(path: str) -> Target:
             raise TargetError(f"opening {dev}") from e
         holders = busy_report(dev)
         detail = "; ".join(holders) if holders else "held by another program"
-        raise TargetBusy(f"found busy partitions on {dev}: {detail}", holders,
-                         hint="unmount those filesystems / stop what holds them first") from e
+        raise TargetBusy(
+            f"found busy partitions on {dev}: {detail}",
+            holders,
+            hint="unmount those filesystems / stop what holds them first",
+        ) from e
     try:
         buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
         size = struct.unpack("Q", buf)[0]
@@ -195,8 +200,9 @@ def open_target(path: str) -> Target:
     return Target(path=dev, given=path, fd=fd, size=size, sector_size=sector, direct_fd=direct)
 
 
-def reread_partitions(target: Target, *, expect_partitions: bool = True,
-                      timeout: float = 10.0) -> List[str]:
+def reread_partitions(
+    target: Target, *, expect_partitions: bool = True, timeout: float = 10.0
+) -> List[str]:
     """Make the kernel see the new partition table and wait for the /dev nodes.
 
     BLKRRPART first; when the kernel finds no partitions (no GPT parser, or a loop device
@@ -235,8 +241,11 @@ def drop_partitions(target: Target) -> None:
 
 def probe(dev: str) -> Dict[str, str]:
     """Filesystem facts of one device from blkid's low-level probe (no cache, no udev)."""
-    proc = run.run(["blkid", "-p", "-o", "export", dev], check=False,
-                   reason="find the boot filesystem by its label")
+    proc = run.run(
+        ["blkid", "-p", "-o", "export", dev],
+        check=False,
+        reason="find the boot filesystem by its label",
+    )
     facts: Dict[str, str] = {}
     for line in proc.stdout.decode(errors="replace").splitlines():
         key, sep, value = line.partition("=")
@@ -356,4 +365,3 @@ def _zero_and_settle(target: Target, ranges: List[Tuple[int, int]]) -> None:
 def require_not_root_disk(dev: str) -> None:
     if dev in root_disks():
         raise TargetBusy(f"{dev} holds the running system's root filesystem", [f"{dev} holds /"])
-

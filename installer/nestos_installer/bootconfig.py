@@ -41,11 +41,17 @@ class Console:
             return cls(m.group(1), int(m.group(2)))
         m = _SERIAL_RE.match(spec)
         if not m:
-            raise UsageError(f"invalid or unsupported console argument: {spec!r}",
-                             hint="e.g. --console ttyS0,115200n8 or --console tty0")
-        return cls(m.group(1), int(m.group(2)), int(m.group(4) or 9600),
-                   (m.group(5) or "n")[0],
-                   int(m.group(6) or 8))
+            raise UsageError(
+                f"invalid or unsupported console argument: {spec!r}",
+                hint="e.g. --console ttyS0,115200n8 or --console tty0",
+            )
+        return cls(
+            m.group(1),
+            int(m.group(2)),
+            int(m.group(4) or 9600),
+            (m.group(5) or "n")[0],
+            int(m.group(6) or 8),
+        )
 
     @property
     def serial(self) -> bool:
@@ -62,8 +68,10 @@ class Console:
     def grub_command(self) -> Optional[str]:
         if not self.serial:
             return None
-        return (f"serial --unit={self.port} --speed={self.speed} --word={self.bits} "
-                f"--parity={_PARITY[self.parity]}")
+        return (
+            f"serial --unit={self.port} --speed={self.speed} --word={self.bits} "
+            f"--parity={_PARITY[self.parity]}"
+        )
 
 
 def console_settings(consoles: Sequence[Console]) -> Tuple[List[str], List[str]]:
@@ -93,7 +101,7 @@ def read_options(entry: Path) -> str:
         raise TargetError(f"Couldn't locate 'options' line in {entry.name}")
     if len(lines) > 1:
         raise TargetError(f"Multiple 'options' lines found in {entry.name}")
-    return lines[0][len("options "):].strip()
+    return lines[0][len("options ") :].strip()
 
 
 def write_options(entry: Path, options: str) -> None:
@@ -111,9 +119,14 @@ def load_platforms(boot: Path) -> Dict[str, Dict[str, List[str]]]:
         data = json.loads(path.read_text())
     except ValueError as e:
         raise ConfigError(f"parsing {path}") from e
-    return {k: {"grub_commands": list(v.get("grub_commands", [])),
-                "kernel_arguments": list(v.get("kernel_arguments", []))}
-            for k, v in data.items() if isinstance(v, dict)}
+    return {
+        k: {
+            "grub_commands": list(v.get("grub_commands", [])),
+            "kernel_arguments": list(v.get("kernel_arguments", [])),
+        }
+        for k, v in data.items()
+        if isinstance(v, dict)
+    }
 
 
 def replace_grub_console(grub_cfg: Path, commands: Sequence[str]) -> None:
@@ -136,8 +149,9 @@ class BootEdits:
     firstboot_args: Optional[str] = None
 
     def __bool__(self) -> bool:
-        return bool(self.platform or self.consoles or self.append or self.delete
-                    or self.firstboot_args)
+        return bool(
+            self.platform or self.consoles or self.append or self.delete or self.firstboot_args
+        )
 
 
 def apply(boot: Path, edits: BootEdits, say: Callable[[str], None]) -> None:
@@ -149,8 +163,9 @@ def apply(boot: Path, edits: BootEdits, say: Callable[[str], None]) -> None:
     metal = platforms.get("metal", {"grub_commands": [], "kernel_arguments": []})
     if edits.platform and edits.platform != "metal":
         say(f"Setting platform to {edits.platform}")
-        replaced = new.replace("ignition.platform.id=metal",
-                               f"ignition.platform.id={edits.platform}")
+        replaced = new.replace(
+            "ignition.platform.id=metal", f"ignition.platform.id={edits.platform}"
+        )
         if replaced == new:
             raise TargetError("couldn't locate platform ID")
         new = replaced
@@ -175,7 +190,6 @@ def apply(boot: Path, edits: BootEdits, say: Callable[[str], None]) -> None:
         if not fb.exists():
             raise TargetError("ignition.firstboot is missing on the boot partition")
         if '"' in edits.firstboot_args:
-            raise UsageError('first-boot arguments may not contain \'"\'')
+            raise UsageError("first-boot arguments may not contain '\"'")
         with fb.open("a") as f:
             f.write(f'set ignition_network_kcmdline="{edits.firstboot_args}"\n')
-

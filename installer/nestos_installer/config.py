@@ -12,12 +12,32 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from nestos_installer.errors import ConfigError, UsageError
 
-LIST_KEYS = ("console", "append-karg", "delete-karg", "save-partlabel", "save-partindex",
-             "keyring", "ignition-ca")
+LIST_KEYS = (
+    "console",
+    "append-karg",
+    "delete-karg",
+    "save-partlabel",
+    "save-partindex",
+    "keyring",
+    "ignition-ca",
+)
 FLAG_KEYS = ("copy-network", "offline", "insecure", "insecure-ignition", "preserve-on-error")
-SCALAR_KEYS = ("dest-device", "stream", "image-url", "image-file", "ignition-file",
-               "ignition-url", "ignition-hash", "architecture", "platform", "network-dir",
-               "stream-base-url", "fetch-retries", "firstboot-args", "progress")
+SCALAR_KEYS = (
+    "dest-device",
+    "stream",
+    "image-url",
+    "image-file",
+    "ignition-file",
+    "ignition-url",
+    "ignition-hash",
+    "architecture",
+    "platform",
+    "network-dir",
+    "stream-base-url",
+    "fetch-retries",
+    "firstboot-args",
+    "progress",
+)
 ALL_KEYS = (*SCALAR_KEYS, *LIST_KEYS, *FLAG_KEYS)
 INSTALLER_D = Path("/etc/nestos/installer.d")
 
@@ -49,8 +69,10 @@ def parse_file(path: Path) -> Dict[str, Value]:
     out: Dict[str, Value] = {}
     for key, value in data.items():
         if key not in ALL_KEYS:
-            raise ConfigError(f"parsing config file {path}: unknown key '{key}'",
-                              hint="keys are install's long option names, e.g. append-karg")
+            raise ConfigError(
+                f"parsing config file {path}: unknown key '{key}'",
+                hint="keys are install's long option names, e.g. append-karg",
+            )
         if key in LIST_KEYS:
             items = value if isinstance(value, list) else [value]
             out[key] = [_scalar(key, v, str(path)) for v in items]
@@ -72,7 +94,8 @@ def merge(layers: Sequence[Tuple[str, Dict[str, Value]]]) -> Dict[str, Value]:
             if key == "dest-device":
                 if device_from is not None:
                     raise UsageError(
-                        f"destination device given twice (in {device_from} and in {src})")
+                        f"destination device given twice (in {device_from} and in {src})"
+                    )
                 device_from = src
             if key in LIST_KEYS:
                 prev = merged.get(key, [])

@@ -130,8 +130,12 @@ def format_table(rows: Sequence[StreamRow]) -> List[str]:
 
 def _safe_name(url: str) -> str:
     name: str = url_name(url)
-    if not name or name in (".", "..") or "/" in name or "\0" in name or name.startswith(
-        TEMP_PREFIX
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\0" in name
+        or name.startswith(TEMP_PREFIX)
     ):
         raise UsageError(f"cannot derive a file name from URL '{url}'")
     return name
@@ -342,9 +346,7 @@ class _Job:
             cleanup.append(temp)
             stack.enter_context(out)
             remote = stack.enter_context(self.fetcher.open(self.artifact.location))
-            progress = stack.enter_context(
-                Progress(self.name, remote.length, self.config.progress)
-            )
+            progress = stack.enter_context(Progress(self.name, remote.length, self.config.progress))
             verifier = self._verifier(stack)
             check = _Sha256Check(self.artifact.sha256, self.name)
             hasher = stack.enter_context(_Pump(check.update, "sha256"))
@@ -409,9 +411,7 @@ def download(
             keyring = Keyring.default(config.keyrings)
         if config.image_url is not None:
             check_url(config.image_url)
-            artifacts = {
-                "disk": Artifact(config.image_url, signature=config.image_url + ".sig")
-            }
+            artifacts = {"disk": Artifact(config.image_url, signature=config.image_url + ".sig")}
         else:
             stream = fetch_stream(fetcher, config.stream, config.stream_base_url)
             artifacts = select(stream, config.architecture, config.platform, config.format)

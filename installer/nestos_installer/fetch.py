@@ -17,10 +17,11 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
-from nestos_installer import __version__
-from nestos_installer.errors import FetchError, UsageError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from nestos_installer import __version__
+from nestos_installer.errors import FetchError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -418,8 +419,13 @@ class RemoteFile:
         self._resumes += 1
         self._failures += 1
         delay = min(self._fetcher.backoff * 2.0 ** (self._failures - 1), BACKOFF_MAX)
-        log.warning("Error fetching '%s': %s %s; sleeping %.3gs and resuming...",
-                    self.url, reason, where, delay)
+        log.warning(
+            "Error fetching '%s': %s %s; sleeping %.3gs and resuming...",
+            self.url,
+            reason,
+            where,
+            delay,
+        )
         time.sleep(delay)
         headers = {"Range": f"bytes={self._done}-"}
         if self._validator:
@@ -433,8 +439,10 @@ class RemoteFile:
             raise
         if resp.status_code == 206:
             rng = _content_range(resp.headers.get("Content-Range", ""))
-            if rng is None or rng[0] != self._done or (
-                self.length is not None and rng[1] != self.length
+            if (
+                rng is None
+                or rng[0] != self._done
+                or (self.length is not None and rng[1] != self.length)
             ):
                 resp.close()
                 raise FetchError(

@@ -35,7 +35,8 @@ def check_sector_size(head: bytes, disk_sector: int) -> None:
     if image is not None and image != disk_sector:
         raise ImageFormatError(
             f"source has sector size {image} but destination has sector size {disk_sector}",
-            hint="use the 4k.raw.xz image for 4096-byte-sector disks" if disk_sector == 4096
+            hint="use the 4k.raw.xz image for 4096-byte-sector disks"
+            if disk_sector == 4096
             else "use the raw.xz image (512-byte sectors) for this disk",
         )
 
@@ -93,9 +94,7 @@ def parse_index_range(text: str) -> IndexRange:
     first = _parse_index(a) if a else None
     last = _parse_index(b) if b else None
     if first is not None and last is not None and first > last:
-        raise UsageError(
-            f"start of partition index range '{text}' cannot be greater than end"
-        )
+        raise UsageError(f"start of partition index range '{text}' cannot be greater than end")
     return IndexRange(first, last)
 
 
@@ -141,8 +140,12 @@ class PartitionEntry:
     attrs: str = ""
 
     def sfdisk_line(self) -> str:
-        fields = [f"start={self.start}", f"size={self.size}", f"type={self.type}",
-                  f"uuid={self.uuid}"]
+        fields = [
+            f"start={self.start}",
+            f"size={self.size}",
+            f"type={self.type}",
+            f"uuid={self.uuid}",
+        ]
         if self.name:
             fields.append('name="' + self.name.replace('"', "") + '"')
         if self.attrs:
@@ -173,17 +176,25 @@ def read_table(path: str) -> Optional[PartitionTable]:
         m = re.search(r"(\d+)$", node)
         if not m:
             continue
-        entries.append(PartitionEntry(
-            index=int(m.group(1)), start=int(p["start"]), size=int(p["size"]),
-            type=str(p.get("type", "")), uuid=str(p.get("uuid", "")),
-            name=str(p.get("name", "")), attrs=str(p.get("attrs", "")),
-        ))
-    return PartitionTable(int(data.get("sectorsize", 512)), tuple(entries),
-                          str(data.get("label", "")))
+        entries.append(
+            PartitionEntry(
+                index=int(m.group(1)),
+                start=int(p["start"]),
+                size=int(p["size"]),
+                type=str(p.get("type", "")),
+                uuid=str(p.get("uuid", "")),
+                name=str(p.get("name", "")),
+                attrs=str(p.get("attrs", "")),
+            )
+        )
+    return PartitionTable(
+        int(data.get("sectorsize", 512)), tuple(entries), str(data.get("label", ""))
+    )
 
 
-def select_saved(table: Optional[PartitionTable], filt: PartitionFilter,
-                 disk_sector: int) -> List[PartitionEntry]:
+def select_saved(
+    table: Optional[PartitionTable], filt: PartitionFilter, disk_sector: int
+) -> List[PartitionEntry]:
     """The entries of `table` that `filt` keeps (empty when no filter or no table)."""
     if not filt or table is None:
         return []
@@ -193,12 +204,14 @@ def select_saved(table: Optional[PartitionTable], filt: PartitionFilter,
         return []
     if table.sector_size != disk_sector:
         raise TargetError(
-            f"GPT sector size {table.sector_size} doesn't match expected {disk_sector}")
+            f"GPT sector size {table.sector_size} doesn't match expected {disk_sector}"
+        )
     return [e for e in table.entries if filt.matches(e.index, e.name)]
 
 
-def renumber(image_indexes: Sequence[int],
-             saved: Sequence[PartitionEntry]) -> List[Tuple[int, PartitionEntry]]:
+def renumber(
+    image_indexes: Sequence[int], saved: Sequence[PartitionEntry]
+) -> List[Tuple[int, PartitionEntry]]:
     """New index for each saved partition: max(next free after the image's, original)."""
     nxt = max(image_indexes, default=0) + 1
     result = []
@@ -214,7 +227,8 @@ def check_collision(saved: Sequence[PartitionEntry], image_end: int, sector: int
     for e in sorted(saved, key=lambda e: e.start):
         if e.start * sector < image_end:
             raise TargetError(
-                f'collision with partition {e.index} ("{e.name}") at offset {e.start * sector}')
+                f'collision with partition {e.index} ("{e.name}") at offset {e.start * sector}'
+            )
 
 
 def first_saved_offset(saved: Sequence[PartitionEntry], sector: int) -> Optional[int]:
@@ -227,8 +241,16 @@ def _node(path: str, index: int) -> str:
     return f"{path}{'p' if path[-1].isdigit() else ''}{index}"
 
 
-_SFDISK = ["sfdisk", "--no-reread", "--no-tell-kernel", "-q", "--wipe", "never",
-           "--wipe-partitions", "never"]
+_SFDISK = [
+    "sfdisk",
+    "--no-reread",
+    "--no-tell-kernel",
+    "-q",
+    "--wipe",
+    "never",
+    "--wipe-partitions",
+    "never",
+]
 
 
 def _sfdisk_write(path: str, script: str) -> None:
@@ -256,12 +278,15 @@ def dry_run(saved: Sequence[PartitionEntry], disk_size: int) -> None:
         try:
             write_saved_only(f.name, saved)
         except NestosErrorBase as e:
-            raise TargetError("failed dry run restoring saved partitions; input partition "
-                              "table may be invalid") from e
+            raise TargetError(
+                "failed dry run restoring saved partitions; input partition table may be invalid"
+            ) from e
         guids = [e.uuid.upper() for e in saved]
         if len(set(guids)) != len(guids):
-            raise TargetError("failed dry run restoring saved partitions; input partition "
-                              "table may be invalid: duplicate partition GUIDs")
+            raise TargetError(
+                "failed dry run restoring saved partitions; input partition "
+                "table may be invalid: duplicate partition GUIDs"
+            )
 
 
 def merge_saved(path: str, moves: Sequence[Tuple[int, PartitionEntry]]) -> None:
@@ -269,7 +294,8 @@ def merge_saved(path: str, moves: Sequence[Tuple[int, PartitionEntry]]) -> None:
     their GUIDs, names, types and attributes; the table is resized to the whole disk."""
     run.require_tool("sfdisk", "restore saved partitions")
     dump = run.output(["sfdisk", "--dump", path])
-    lines = [ln for ln in dump.splitlines()
-             if ln.strip() and not ln.startswith(("last-lba:", "device:"))]
+    lines = [
+        ln for ln in dump.splitlines() if ln.strip() and not ln.startswith(("last-lba:", "device:"))
+    ]
     lines += [f"{_node(path, new)} : {e.sfdisk_line()}" for new, e in moves]
     _sfdisk_write(path, "\n".join(lines) + "\n")

@@ -31,13 +31,15 @@ def validate(data: bytes, source: str) -> None:
     if not isinstance(version, str):
         raise ConfigError(
             f"parsing specified Ignition config {source}: missing ignition.version",
-            hint="an Ignition config needs {\"ignition\": {\"version\": \"3.x.0\"}}; "
-            "convert Butane with `butane` first")
+            hint='an Ignition config needs {"ignition": {"version": "3.x.0"}}; '
+            "convert Butane with `butane` first",
+        )
     major = version.split(".", 1)[0]
     if major != str(SUPPORTED_MAJOR):
         raise ConfigError(
             f"parsing specified Ignition config {source}: unsupported version {version!r}",
-            hint="NestOS needs an Ignition spec 3.x config")
+            hint="NestOS needs an Ignition spec 3.x config",
+        )
 
 
 def write_config(boot: Path, data: bytes, expected: Optional[IgnitionHash]) -> None:

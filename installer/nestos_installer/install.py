@@ -65,9 +65,13 @@ class InstallConfig:
 
     @property
     def boot_edits(self) -> bootconfig.BootEdits:
-        return bootconfig.BootEdits(platform=self.platform, consoles=self.console,
-                                    append=self.append_karg, delete=self.delete_karg,
-                                    firstboot_args=self.firstboot_args)
+        return bootconfig.BootEdits(
+            platform=self.platform,
+            consoles=self.console,
+            append=self.append_karg,
+            delete=self.delete_karg,
+            firstboot_args=self.firstboot_args,
+        )
 
 
 def load_ignition(cfg: InstallConfig, fetcher: Fetcher) -> Optional[bytes]:
@@ -81,8 +85,10 @@ def load_ignition(cfg: InstallConfig, fetcher: Fetcher) -> Optional[bytes]:
     elif cfg.ignition_url is not None:
         url = check_url(cfg.ignition_url)
         if url.startswith("http:") and cfg.ignition_hash is None and not cfg.insecure_ignition:
-            raise UsageError("refusing to fetch Ignition config over HTTP without "
-                             "--ignition-hash or --insecure-ignition")
+            raise UsageError(
+                "refusing to fetch Ignition config over HTTP without "
+                "--ignition-hash or --insecure-ignition"
+            )
         data = fetcher.get_bytes(url, max_size=64 << 20, what="Ignition config")
         src = url
     else:
@@ -130,12 +136,17 @@ def _open_source(cfg: InstallConfig, fetcher: Fetcher, sector: int, say: Say) ->
     if cfg.image_url is not None:
         return source.open_url(fetcher, cfg.image_url, cfg.insecure, say)
     if cfg.offline:
-        raise UsageError("cannot perform offline install; metadata missing",
-                         hint="give --image-file with a local image")
+        raise UsageError(
+            "cannot perform offline install; metadata missing",
+            hint="give --image-file with a local image",
+        )
     fmt = "4k.raw.xz" if sector == 4096 else "raw.xz"
-    spec = source.SourceSpec(stream=cfg.stream or "2403-LTS",
-                             stream_base_url=cfg.stream_base_url,
-                             architecture=cfg.architecture, format=fmt)
+    spec = source.SourceSpec(
+        stream=cfg.stream or "2403-LTS",
+        stream_base_url=cfg.stream_base_url,
+        architecture=cfg.architecture,
+        format=fmt,
+    )
     return source.open_stream(fetcher, spec, cfg.insecure, say)
 
 
@@ -153,8 +164,9 @@ def install(cfg: InstallConfig, say: Say) -> None:
         blockdev.require_not_root_disk(target.path)
         if target.path != cfg.dest_device:
             say(f"Installing to {target.path} ({cfg.dest_device})")
-        saved = gpt.select_saved(gpt.read_table(target.path) if cfg.save else None, cfg.save,
-                                 target.sector_size)
+        saved = gpt.select_saved(
+            gpt.read_table(target.path) if cfg.save else None, cfg.save, target.sector_size
+        )
         src = _open_source(cfg, fetcher, target.sector_size, say)
         stack.callback(src.close)
         limit = gpt.first_saved_offset(saved, target.sector_size) or target.size
@@ -163,7 +175,9 @@ def install(cfg: InstallConfig, say: Say) -> None:
         if src.image_size is not None and src.image_size > limit:
             raise TargetError(
                 f"image ({src.image_size} bytes) is larger than {target.path} "
-                f"({limit} bytes usable); nothing was written", hint="use a bigger disk")
+                f"({limit} bytes usable); nothing was written",
+                hint="use a bigger disk",
+            )
         gpt.dry_run(saved, target.size)
         try:
             _write(cfg, target, src, saved, limit, ign, say)
@@ -173,8 +187,13 @@ def install(cfg: InstallConfig, say: Say) -> None:
     say("Install complete.")
 
 
-def _fail(cfg: InstallConfig, target: blockdev.Target, saved: List[gpt.PartitionEntry],
-          say: Say, err: BaseException) -> None:
+def _fail(
+    cfg: InstallConfig,
+    target: blockdev.Target,
+    saved: List[gpt.PartitionEntry],
+    say: Say,
+    err: BaseException,
+) -> None:
     say(f"\nError: {err}\n")
     if cfg.preserve_on_error:
         say("Preserving partition table as requested")
@@ -190,8 +209,15 @@ def _fail(cfg: InstallConfig, target: blockdev.Target, saved: List[gpt.Partition
         say(f"Error: could not reset the partition table of {target.path}: {e2}")
 
 
-def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
-           saved: List[gpt.PartitionEntry], limit: int, ign: Optional[bytes], say: Say) -> None:
+def _write(
+    cfg: InstallConfig,
+    target: blockdev.Target,
+    src: source.ImageSource,
+    saved: List[gpt.PartitionEntry],
+    limit: int,
+    ign: Optional[bytes],
+    say: Say,
+) -> None:
     # Until verification passed, the disk carries no partition table (or only the saved
     # partitions), never a bootable first MiB.
     blockdev.drop_partitions(target)
@@ -215,20 +241,25 @@ def _write(cfg: InstallConfig, target: blockdev.Target, src: source.ImageSource,
             sinks.insert(0, verifier.feed)
         raw = TeeReader(src.reader, sinks)
         with decompressed(raw) as image:
-            head = writer.stream_image(image, target, limit=limit,
-                                       sector_size=target.sector_size,
-                                       limit_error=_limit_error(saved, target, limit))
+            head = writer.stream_image(
+                image,
+                target,
+                limit=limit,
+                sector_size=target.sector_size,
+                limit_error=_limit_error(saved, target, limit),
+            )
         # The image (all but the held-back first MiB) goes to stable storage while the
         # verdict is worked out: the flush is I/O the CPU would otherwise idle through.
         flushed = _fsync_in_background(target)
         try:
             if verifier is not None:
                 verified = verifier.finish()
-                say(f"Verified signature of {src.name} by "
-                    f"{verified.username or verified.key_id}")
+                say(f"Verified signature of {src.name} by {verified.username or verified.key_id}")
             if src.sha256 and sha.hexdigest() != src.sha256.lower():
-                raise HashMismatch(f"sha256 mismatch for {src.name}: computed "
-                                   f"{sha.hexdigest()} but the stream says {src.sha256}")
+                raise HashMismatch(
+                    f"sha256 mismatch for {src.name}: computed "
+                    f"{sha.hexdigest()} but the stream says {src.sha256}"
+                )
         finally:
             flushed()
     writer.commit_head(target, head)
@@ -275,8 +306,11 @@ def _limit_error(saved: List[gpt.PartitionEntry], target: blockdev.Target, limit
     first = min(saved, key=lambda e: e.start)
 
     def make(offset: int) -> Exception:
-        return TargetError(f'collision with partition {first.index} ("{first.name}") '
-                           f"at offset {first.start * target.sector_size}")
+        return TargetError(
+            f'collision with partition {first.index} ("{first.name}") '
+            f"at offset {first.start * target.sector_size}"
+        )
+
     return make
 
 
@@ -290,4 +324,3 @@ def _postprocess(cfg: InstallConfig, boot: Path, ign: Optional[bytes], say: Say)
         say(f"Copying networking configuration from {cfg.network_dir}")
         ignition.copy_network(boot, cfg.network_dir, say)
     os.sync()
-

@@ -52,19 +52,36 @@ def parse_size(text: str) -> int:
 
 
 def list_disks() -> List[Disk]:
-    out = run.output(["lsblk", "--json", "--bytes", "--nodeps", "--paths", "--output",
-                      "NAME,SIZE,TYPE,TRAN,SERIAL,MODEL,WWN,RM,RO"],
-                     reason="list disks for auto: selection")
+    out = run.output(
+        [
+            "lsblk",
+            "--json",
+            "--bytes",
+            "--nodeps",
+            "--paths",
+            "--output",
+            "NAME,SIZE,TYPE,TRAN,SERIAL,MODEL,WWN,RM,RO",
+        ],
+        reason="list disks for auto: selection",
+    )
     disks = []
     for d in json.loads(out).get("blockdevices", []):
         if d.get("type") not in ("disk", "loop") or not int(d.get("size") or 0):
             continue
         path = d["name"]
-        disks.append(Disk(path=path, size=int(d["size"]), transport=d.get("tran") or "",
-                          serial=(d.get("serial") or "").strip(),
-                          model=(d.get("model") or "").strip(), wwn=d.get("wwn") or "",
-                          removable=bool(d.get("rm")), readonly=bool(d.get("ro")),
-                          in_use=bool(blockdev.busy_report(path))))
+        disks.append(
+            Disk(
+                path=path,
+                size=int(d["size"]),
+                transport=d.get("tran") or "",
+                serial=(d.get("serial") or "").strip(),
+                model=(d.get("model") or "").strip(),
+                wwn=d.get("wwn") or "",
+                removable=bool(d.get("rm")),
+                readonly=bool(d.get("ro")),
+                in_use=bool(blockdev.busy_report(path)),
+            )
+        )
     return disks
 
 
@@ -89,12 +106,13 @@ def _matches(disk: Disk, filters: Dict[str, str]) -> bool:
 
 def parse_auto(spec: str) -> Dict[str, str]:
     filters: Dict[str, str] = {}
-    body = spec[len("auto:"):]
+    body = spec[len("auto:") :]
     for item in filter(None, body.split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in FILTER_KEYS:
-            raise UsageError(f"invalid auto: filter '{item}'",
-                             hint=f"known filters: {', '.join(FILTER_KEYS)}")
+            raise UsageError(
+                f"invalid auto: filter '{item}'", hint=f"known filters: {', '.join(FILTER_KEYS)}"
+            )
         filters[key] = value
     return filters
 
@@ -109,20 +127,23 @@ def choose_disk(spec: str, disks: Optional[List[Disk]] = None) -> Disk:
         usable = [d for d in usable if d.kind != "loop"]  # loop devices only when asked for
     found = [d for d in usable if _matches(d, filters)]
     if not found:
-        raise TargetError(f"no disk matches '{spec}' (disks in use or holding / are never "
-                          "chosen)")
+        raise TargetError(f"no disk matches '{spec}' (disks in use or holding / are never chosen)")
     if len(found) > 1:
         names = ", ".join(d.path for d in found)
-        raise TargetError(f"'{spec}' matches {len(found)} disks ({names}); refusing to guess",
-                          hint="add a filter such as serial=... or min-size=...")
+        raise TargetError(
+            f"'{spec}' matches {len(found)} disks ({names}); refusing to guess",
+            hint="add a filter such as serial=... or min-size=...",
+        )
     return found[0]
 
 
 def resolve_dest(spec: str, say: Callable[[str], None]) -> str:
     if spec.startswith("auto:"):
         disk = choose_disk(spec)
-        say(f"Selected disk {disk.path} ({disk.size} bytes, {disk.kind}, "
-            f"serial {disk.serial or 'n/a'}) for '{spec}'")
+        say(
+            f"Selected disk {disk.path} ({disk.size} bytes, {disk.kind}, "
+            f"serial {disk.serial or 'n/a'}) for '{spec}'"
+        )
         return disk.path
     return spec
 
@@ -149,8 +170,9 @@ def describe(cfg: object) -> str:
     elif cfg.image_url:
         src = f"URL {cfg.image_url} (signature {cfg.image_url}.sig)"
     else:
-        src = (f"stream {cfg.stream or '2403-LTS'} {cfg.architecture} metal"
-               + (f" from {cfg.stream_base_url}" if cfg.stream_base_url else ""))
+        src = f"stream {cfg.stream or '2403-LTS'} {cfg.architecture} metal" + (
+            f" from {cfg.stream_base_url}" if cfg.stream_base_url else ""
+        )
     lines.append(f"  source:      {src}")
     lines.append(f"  signature:   {'optional (--insecure)' if cfg.insecure else 'required'}")
     ign = cfg.ignition_file or cfg.ignition_url
@@ -168,15 +190,18 @@ def describe(cfg: object) -> str:
     if cfg.copy_network:
         lines.append(f"  network:     copy keyfiles from {cfg.network_dir}")
     if cfg.save:
-        lines.append(f"  save:        labels {list(cfg.save.labels)} indexes "
-                     f"{[(r.first, r.last) for r in cfg.save.indexes]}")
+        lines.append(
+            f"  save:        labels {list(cfg.save.labels)} indexes "
+            f"{[(r.first, r.last) for r in cfg.save.indexes]}"
+        )
         try:
             from nestos_installer import gpt
 
             table = gpt.read_table(blockdev.canonical_device(dev))
             for ent in gpt.select_saved(table, cfg.save, table.sector_size if table else 512):
-                lines.append(f'    keeps partition {ent.index} ("{ent.name}") at sector '
-                             f"{ent.start}")
+                lines.append(
+                    f'    keeps partition {ent.index} ("{ent.name}") at sector {ent.start}'
+                )
         except Exception as err:  # the plan reports, never fails on a read problem
             lines.append(f"    (could not read partition table: {err})")
     return "\n".join(lines)

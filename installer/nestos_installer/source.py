@@ -87,14 +87,26 @@ def open_file(path: Path, insecure: bool, say: Any) -> ImageSource:
     except OSError as e:
         say(f"Couldn't read signature file: {e}")
         signature = None
-    src = ImageSource(f, f"file {path}", path.name, os.fstat(f.fileno()).st_size, signature,
-                      image_size=local_image_size(path))
+    src = ImageSource(
+        f,
+        f"file {path}",
+        path.name,
+        os.fstat(f.fileno()).st_size,
+        signature,
+        image_size=local_image_size(path),
+    )
     return require_signature(src, insecure, say)
 
 
-def open_url(fetcher: Fetcher, url: str, insecure: bool, say: Any,
-             sig_url: Optional[str] = None, sha256: Optional[str] = None,
-             description: Optional[str] = None) -> ImageSource:
+def open_url(
+    fetcher: Fetcher,
+    url: str,
+    insecure: bool,
+    say: Any,
+    sig_url: Optional[str] = None,
+    sha256: Optional[str] = None,
+    description: Optional[str] = None,
+) -> ImageSource:
     check_url(url)
     sig_url = sig_url or _sig_url(url)
     say(description or f"Downloading image from {url}\nDownloading signature from {sig_url}")
@@ -115,17 +127,28 @@ def open_url(fetcher: Fetcher, url: str, insecure: bool, say: Any,
 def open_stream(fetcher: Fetcher, spec: SourceSpec, insecure: bool, say: Any) -> ImageSource:
     assert spec.stream is not None
     base = spec.stream_base_url
-    stream = fetch_stream(fetcher, spec.stream, base) if base else fetch_stream(
-        fetcher, spec.stream)
+    stream = (
+        fetch_stream(fetcher, spec.stream, base) if base else fetch_stream(fetcher, spec.stream)
+    )
     artifacts = select(stream, spec.architecture, "metal", spec.format)
     if len(artifacts) != 1 or "disk" not in artifacts:
-        raise NestosError(f"found {len(artifacts)} artifacts for format {spec.format}, "
-                          "expected one disk image")
+        raise NestosError(
+            f"found {len(artifacts)} artifacts for format {spec.format}, expected one disk image"
+        )
     art = artifacts["disk"]
-    desc = (f"Downloading NestOS {spec.stream} {spec.architecture} metal {spec.format} image "
-            f"and signature\n  {art.location}")
-    return open_url(fetcher, art.location, insecure, say, sig_url=art.signature,
-                    sha256=art.sha256, description=desc)
+    desc = (
+        f"Downloading NestOS {spec.stream} {spec.architecture} metal {spec.format} image "
+        f"and signature\n  {art.location}"
+    )
+    return open_url(
+        fetcher,
+        art.location,
+        insecure,
+        say,
+        sig_url=art.signature,
+        sha256=art.sha256,
+        description=desc,
+    )
 
 
 def _sig_url(url: str) -> str:
@@ -140,8 +163,10 @@ def require_signature(src: ImageSource, insecure: bool, say: Any) -> ImageSource
     if src.signature is None:
         if not insecure:
             src.close()
-            raise SignatureMissing(SIG_MISSING,
-                                   hint="put the detached .sig next to the image, or pass "
-                                   "--insecure to install an unsigned image")
+            raise SignatureMissing(
+                SIG_MISSING,
+                hint="put the detached .sig next to the image, or pass "
+                "--insecure to install an unsigned image",
+            )
         say("Signature not found; skipping verification as requested")
     return src

@@ -159,7 +159,9 @@ class SignatureVerifier:
             else:
                 os.mkfifo(self._fifo, 0o600)
                 self._gpg_thread = threading.Thread(
-                    target=self._run_gpg, args=(home, key_data, sig_path), name="gpg-verify",
+                    target=self._run_gpg,
+                    args=(home, key_data, sig_path),
+                    name="gpg-verify",
                     daemon=True,
                 )
             if not (defer_key_import and self.backend == "sqv"):

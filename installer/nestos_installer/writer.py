@@ -30,14 +30,23 @@ class Writable(Protocol):
 
 def _too_big(limit: int, what: str) -> Callable[[int], Exception]:
     def make(offset: int) -> Exception:
-        return TargetError(f"image is larger than {what} ({limit} bytes); stopped at the limit",
-                           hint="use a bigger disk")
+        return TargetError(
+            f"image is larger than {what} ({limit} bytes); stopped at the limit",
+            hint="use a bigger disk",
+        )
+
     return make
 
 
-def stream_image(image: Any, target: Writable, *, limit: int, sector_size: int,
-                 limit_what: str = "the destination disk",
-                 limit_error: Optional[Callable[[int], Exception]] = None) -> bytes:
+def stream_image(
+    image: Any,
+    target: Writable,
+    *,
+    limit: int,
+    sector_size: int,
+    limit_what: str = "the destination disk",
+    limit_error: Optional[Callable[[int], Exception]] = None,
+) -> bytes:
     """Copy `image` (decompressed reader) to target from 1 MiB on; return the first MiB.
 
     `limit` is the number of bytes the image may occupy (disk size, or the offset of the first

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import click
+
 from nestos_installer import __version__
 from nestos_installer.cli import cli as installer_cli
-
 from x2nestos.cli import parser as x2nestos_parser
 
 SOURCE = f"nestos-installer {__version__}"
@@ -31,17 +31,32 @@ def _esc(text: str) -> str:
 
 def _date() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc) if epoch
-            else datetime.datetime.now(datetime.timezone.utc))
+    when = (
+        datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+        if epoch
+        else datetime.datetime.now(datetime.timezone.utc)
+    )
     return when.strftime("%Y-%m-%d")
 
 
-def _page(name: str, summary: str, synopsis: str, description: str,
-          options: List[Tuple[str, str]], subcommands: List[Tuple[str, str]],
-          see_also: List[str]) -> str:
-    lines = [f'.TH "{name.upper()}" "8" "{_date()}" "{SOURCE}" "{MANUAL}"',
-             ".SH NAME", f"{_esc(name)} \\- {_esc(summary)}",
-             ".SH SYNOPSIS", ".nf", _esc(synopsis), ".fi"]
+def _page(
+    name: str,
+    summary: str,
+    synopsis: str,
+    description: str,
+    options: List[Tuple[str, str]],
+    subcommands: List[Tuple[str, str]],
+    see_also: List[str],
+) -> str:
+    lines = [
+        f'.TH "{name.upper()}" "8" "{_date()}" "{SOURCE}" "{MANUAL}"',
+        ".SH NAME",
+        f"{_esc(name)} \\- {_esc(summary)}",
+        ".SH SYNOPSIS",
+        ".nf",
+        _esc(synopsis),
+        ".fi",
+    ]
     if description:
         lines += [".SH DESCRIPTION"]
         for para in description.strip().split("\n\n"):
@@ -62,8 +77,9 @@ def _page(name: str, summary: str, synopsis: str, description: str,
     return "\n".join(lines) + "\n"
 
 
-def _click_pages(cmd: click.Command, path: List[str],
-                 parent: Optional[click.Context]) -> Iterator[Tuple[str, str]]:
+def _click_pages(
+    cmd: click.Command, path: List[str], parent: Optional[click.Context]
+) -> Iterator[Tuple[str, str]]:
     name = " ".join(path)
     ctx = click.Context(cmd, info_name=path[-1], parent=parent)
     options = []
@@ -85,14 +101,15 @@ def _click_pages(cmd: click.Command, path: List[str],
     summary = cmd.get_short_help_str(limit=200) or name
     see = ["-".join(path[:-1])] if len(path) > 1 else []
     see += ["-".join([*path, s]) for s, _ in subs]
-    yield "-".join(path), _page("-".join(path), summary, synopsis, cmd.help or "", options,
-                                subs, see)
+    yield (
+        "-".join(path),
+        _page("-".join(path), summary, synopsis, cmd.help or "", options, subs, see),
+    )
     for sub, child in children:
         yield from _click_pages(child, [*path, sub], ctx)
 
 
-def _argparse_pages(parser: argparse.ArgumentParser,
-                    path: List[str]) -> Iterator[Tuple[str, str]]:
+def _argparse_pages(parser: argparse.ArgumentParser, path: List[str]) -> Iterator[Tuple[str, str]]:
     options = []
     subs: List[Tuple[str, str]] = []
     children: List[Tuple[str, argparse.ArgumentParser]] = []
@@ -115,8 +132,10 @@ def _argparse_pages(parser: argparse.ArgumentParser,
     summary = (parser.description or "").strip().split("\n")[0] or " ".join(path)
     see = ["-".join(path[:-1])] if len(path) > 1 else []
     see += ["-".join([*path, s]) for s, _ in subs]
-    yield "-".join(path), _page("-".join(path), summary, synopsis, parser.description or "",
-                                options, subs, see)
+    yield (
+        "-".join(path),
+        _page("-".join(path), summary, synopsis, parser.description or "", options, subs, see),
+    )
     for sub, child in children:
         yield from _argparse_pages(child, [*path, sub])
 

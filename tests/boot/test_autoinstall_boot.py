@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import pytest
+
 from helpers.capabilities import have, require, require_qemu, require_tools
 from helpers.images import Artifacts, boot, demo_artifacts  # noqa: F401
 from helpers.tools import NESTOS_INSTALLER
@@ -45,8 +46,10 @@ class LiveRun:
 
 @pytest.fixture(scope="session")
 def live_rootfs() -> Path:
-    require(os.geteuid() == 0 and have("mmdebstrap", "cpio", "zstd"),
-            "needs root, mmdebstrap, cpio and zstd to build the live rootfs")
+    require(
+        os.geteuid() == 0 and have("mmdebstrap", "cpio", "zstd"),
+        "needs root, mmdebstrap, cpio and zstd to build the live rootfs",
+    )
     return liveroot.build_live_rootfs()
 
 
@@ -92,21 +95,41 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
         server.server_close()
 
 
-def live_boot(kernel: Path, initrds: Sequence[Path], append: str, disk: Path, port: int,
-              stop_when: Sequence[str] = ()) -> LiveRun:
+def live_boot(
+    kernel: Path,
+    initrds: Sequence[Path],
+    append: str,
+    disk: Path,
+    port: int,
+    stop_when: Sequence[str] = (),
+) -> LiveRun:
     """Boot the live rootfs; return when QEMU exits, or when all of `stop_when` were printed."""
     with tempfile.TemporaryDirectory(prefix="nestos-autoinstall-") as tmp:
         log = Path(tmp) / "serial.log"
         log.write_bytes(b"")
         argv = qemu_argv(
-            None, firmware="bios", kind="kernel", serial_log=log, vars_file=Path(tmp) / "v.fd",
-            kernel=kernel, initrd=list(initrds), append=append,
-            extra_disks=[Disk(disk, snapshot=False)], memory=2048, snapshot=False,
-            net_forward_port=port, extra_args=[],
+            None,
+            firmware="bios",
+            kind="kernel",
+            serial_log=log,
+            vars_file=Path(tmp) / "v.fd",
+            kernel=kernel,
+            initrd=list(initrds),
+            append=append,
+            extra_disks=[Disk(disk, snapshot=False)],
+            memory=2048,
+            snapshot=False,
+            net_forward_port=port,
+            extra_args=[],
         )
         start = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         exited = False
         try:
             while time.monotonic() - start < LIVE_TIMEOUT:
@@ -141,15 +164,34 @@ def _blank_disk_with_data(path: Path, art: Artifacts, with_data: bool) -> None:
     if not with_data:
         return
     first, last = DATA_START // 512, (DATA_START + DATA_SIZE) // 512 - 1
-    subprocess.run(["sgdisk", "-n", f"5:{first}:{last}", "-c", "5:data", str(path)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["sgdisk", "-n", f"5:{first}:{last}", "-c", "5:data", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
         tree.mkdir()
         (tree / "keep.txt").write_text("precious user data\n")
         fs = Path(tmp) / "data.img"
-        subprocess.run(["mke2fs", "-q", "-t", "ext4", "-L", "data", "-d", str(tree), str(fs),
-                        str(DATA_SIZE // 1024)], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "mke2fs",
+                "-q",
+                "-t",
+                "ext4",
+                "-L",
+                "data",
+                "-d",
+                str(tree),
+                str(fs),
+                str(DATA_SIZE // 1024),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         with open(fs, "rb") as src, open(path, "r+b") as dst:
             dst.seek(DATA_START)
             shutil.copyfileobj(src, dst, 4 * MiB)
@@ -157,8 +199,9 @@ def _blank_disk_with_data(path: Path, art: Artifacts, with_data: bool) -> None:
 
 def _partitions(path: Path) -> dict[str, tuple[int, int]]:
     """name -> (first byte, size) from `sfdisk --json` on the disk image."""
-    out = subprocess.run(["sfdisk", "--json", str(path)], capture_output=True, text=True,
-                         timeout=60, check=False)
+    out = subprocess.run(
+        ["sfdisk", "--json", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     if out.returncode != 0:
         return {}
     table = json.loads(out.stdout)["partitiontable"]
@@ -171,8 +214,13 @@ def _read_data_file(disk: Path, start: int, size: int) -> str:
         with open(disk, "rb") as src, open(fs, "wb") as dst:
             src.seek(start)
             dst.write(src.read(size))
-        out = subprocess.run(["debugfs", "-R", "cat /keep.txt", str(fs)], capture_output=True,
-                             text=True, timeout=60, check=True)
+        out = subprocess.run(
+            ["debugfs", "-R", "cat /keep.txt", str(fs)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return out.stdout
 
 
@@ -191,9 +239,21 @@ def test_pxe_autoinstall_then_disk_boots(
     shutil.copy(demo_artifacts.ignition, served / "cfg.ign")
     custom = tmp_path / "custom.img"
     exe = Path(NESTOS_INSTALLER)
-    subprocess.run([str(exe), "pxe", "customize", "--dest-karg-append", "nestos.test=customized",
-                    "-o", str(custom), str(live_rootfs)], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(
+        [
+            str(exe),
+            "pxe",
+            "customize",
+            "--dest-karg-append",
+            "nestos.test=customized",
+            "-o",
+            str(custom),
+            str(live_rootfs),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     disk = tmp_path / "disk.img"
     _blank_disk_with_data(disk, demo_artifacts, with_data=True)
     # no rdinit=: /init applies the customize config (installer.d), then execs systemd
@@ -249,8 +309,9 @@ def test_pxe_autoinstall_bad_image_wipes_and_stays(
     data = bytearray(a.raw_xz.read_bytes())
     data[len(data) // 2] ^= 0xFF  # past the first MiB: the writer has started when it shows
     bad.write_bytes(bytes(data))
-    offline = liveroot.offline_image_cpio(bad, a.raw_xz_sig, a.public_key,
-                                          tmp_path / "offline.cpio.gz")
+    offline = liveroot.offline_image_cpio(
+        bad, a.raw_xz_sig, a.public_key, tmp_path / "offline.cpio.gz"
+    )
     disk = tmp_path / "disk.img"
     _blank_disk_with_data(disk, demo_artifacts, with_data=False)
     assert _partitions(disk), "test setup: the disk should start with a partition table"
@@ -258,8 +319,9 @@ def test_pxe_autoinstall_bad_image_wipes_and_stays(
         "console=ttyS0,115200n8 rdinit=/lib/systemd/systemd panic=1 "
         "nestos.inst.install_dev=/dev/vda nestos.inst.ignition_url=http://10.0.2.100/cfg.ign"
     )
-    run = live_boot(a.pxe_kernel, [live_rootfs, offline], append, disk, port,
-                    stop_when=(FAILED, EMERGENCY))
+    run = live_boot(
+        a.pxe_kernel, [live_rootfs, offline], append, disk, port, stop_when=(FAILED, EMERGENCY)
+    )
     print(f"live autoinstall failure boot: {run.seconds:.1f}s")
     assert FAILED in run.serial, _tail(run.serial)
     assert "Error: " in run.serial

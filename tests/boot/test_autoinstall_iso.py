@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from helpers.capabilities import have, require, require_qemu
 from helpers.images import Artifacts, boot, demo_artifacts  # noqa: F401
 from helpers.tools import NESTOS_INSTALLER
@@ -27,8 +28,10 @@ NIC = ["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0
 
 @pytest.fixture(scope="session")
 def autoinstall_iso(demo_artifacts: Artifacts) -> Path:  # noqa: F811
-    require(os.geteuid() == 0 and have("mmdebstrap", "cpio", "zstd"),
-            "needs root, mmdebstrap, cpio and zstd to build the live rootfs")
+    require(
+        os.geteuid() == 0 and have("mmdebstrap", "cpio", "zstd"),
+        "needs root, mmdebstrap, cpio and zstd to build the live rootfs",
+    )
     a = demo_artifacts
     return build_autoinstall_iso(a.raw_xz, a.raw_xz_sig, a.public_key)
 
@@ -47,18 +50,39 @@ def test_iso_autoinstall_uefi_then_disk_boots(
     require_qemu()
     iso = tmp_path / "custom.iso"
     exe = Path(NESTOS_INSTALLER)
-    subprocess.run([str(exe), "iso", "customize", "--dest-device", "/dev/vda",
-                    "--dest-ignition", str(demo_artifacts.ignition),
-                    "--dest-karg-append", "nestos.test=iso-customized",
-                    "-o", str(iso), str(autoinstall_iso)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            str(exe),
+            "iso",
+            "customize",
+            "--dest-device",
+            "/dev/vda",
+            "--dest-ignition",
+            str(demo_artifacts.ignition),
+            "--dest-karg-append",
+            "nestos.test=iso-customized",
+            "-o",
+            str(iso),
+            str(autoinstall_iso),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     disk = tmp_path / "disk.img"
     with open(disk, "wb") as f:
         f.truncate(DISK_SIZE)
 
-    live = boot(iso, firmware="uefi", kind="cdrom", extra_disks=[Disk(disk, snapshot=False)],
-                memory=2048, timeout=ISO_TIMEOUT, extra_args=NIC,
-                serial_log=tmp_path / "live-serial.log")
+    live = boot(
+        iso,
+        firmware="uefi",
+        kind="cdrom",
+        extra_disks=[Disk(disk, snapshot=False)],
+        memory=2048,
+        timeout=ISO_TIMEOUT,
+        extra_args=NIC,
+        serial_log=tmp_path / "live-serial.log",
+    )
     print(f"UEFI live ISO autoinstall boot: {live.seconds:.1f}s")
     serial = live.serial_text
     assert not live.timed_out, f"no reboot after {live.seconds:.0f}s:\n{_tail(serial)}"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers.capabilities import require_loop, require_qemu
 from helpers.images import Artifacts, boot, demo_artifacts, parse_markers  # noqa: F401
 

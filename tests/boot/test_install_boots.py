@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from helpers.capabilities import require_qemu
 from helpers.images import boot, demo_artifacts  # noqa: F401
 from helpers.loopdev import loop_disk
@@ -16,8 +17,13 @@ MIB = 1 << 20
 
 
 def install(dev: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nestos_installer", "install", *args, dev],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "nestos_installer", "install", *args, dev],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_installed_disk_boots_bios(demo_artifacts, tmp_path):  # noqa: F811
@@ -25,8 +31,17 @@ def test_installed_disk_boots_bios(demo_artifacts, tmp_path):  # noqa: F811
     a = demo_artifacts
     disk = tmp_path / "disk.img"
     with loop_disk(disk, 256 * MIB) as dev:
-        proc = install(dev, "-f", str(a.raw_xz), "--keyring", str(a.public_key),
-                       "-i", str(a.ignition), "--append-karg", "nestos.boottest=bios")
+        proc = install(
+            dev,
+            "-f",
+            str(a.raw_xz),
+            "--keyring",
+            str(a.public_key),
+            "-i",
+            str(a.ignition),
+            "--append-karg",
+            "nestos.boottest=bios",
+        )
         assert proc.returncode == 0, proc.stderr
     r = boot(disk, firmware="bios", timeout=240)
     assert "CMDLINE:" in r.markers, r.serial_text[-3000:]
@@ -45,12 +60,28 @@ def test_installed_disk_with_options_boots_uefi(demo_artifacts, tmp_path):  # no
     (netdir / "eth0.nmconnection").write_text("[connection]\nid=eth0\ntype=ethernet\n")
     disk = tmp_path / "disk.img"
     with loop_disk(disk, 256 * MIB) as dev:
-        proc = install(dev, "-f", str(a.raw_xz), "--keyring", str(a.public_key),
-                       "-i", str(a.ignition), "--append-karg", "nestos.boottest=uefi",
-                       "--platform", "qemu", "--console", "tty0",
-                       "--console", "ttyS0,115200n8",
-                       "--firstboot-args", "rd.neednet=1 ip=dhcp",
-                       "--copy-network", "--network-dir", str(netdir))
+        proc = install(
+            dev,
+            "-f",
+            str(a.raw_xz),
+            "--keyring",
+            str(a.public_key),
+            "-i",
+            str(a.ignition),
+            "--append-karg",
+            "nestos.boottest=uefi",
+            "--platform",
+            "qemu",
+            "--console",
+            "tty0",
+            "--console",
+            "ttyS0,115200n8",
+            "--firstboot-args",
+            "rd.neednet=1 ip=dhcp",
+            "--copy-network",
+            "--network-dir",
+            str(netdir),
+        )
         assert proc.returncode == 0, proc.stderr
         assert "Setting platform to qemu" in proc.stderr
     r = boot(disk, firmware="uefi", timeout=240)

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from helpers.capabilities import require_qemu
 from helpers.images import Artifacts, boot, demo_artifacts  # noqa: F401
 from helpers.tools import NESTOS_INSTALLER
@@ -59,13 +60,26 @@ def test_pxe_customized_initramfs_boots(demo_artifacts: Artifacts, tmp_path):  #
     key = tmp_path / "pxe-test.nmconnection"
     key.write_bytes(KEYFILE)
     out = tmp_path / "initramfs.img"
-    ni("pxe", "customize", "--live-ignition", live, "--network-keyfile", key, "-o", out,
-       demo_artifacts.pxe_initramfs)
-    result = boot(None, kind="kernel", kernel=demo_artifacts.pxe_kernel,
-                  initrd=[out, demo_artifacts.pxe_rootfs],
-                  append="console=ttyS0,115200n8 panic=1 ignition.firstboot "
-                         "ignition.platform.id=metal pxe.media.karg=1",
-                  timeout=240)
+    ni(
+        "pxe",
+        "customize",
+        "--live-ignition",
+        live,
+        "--network-keyfile",
+        key,
+        "-o",
+        out,
+        demo_artifacts.pxe_initramfs,
+    )
+    result = boot(
+        None,
+        kind="kernel",
+        kernel=demo_artifacts.pxe_kernel,
+        initrd=[out, demo_artifacts.pxe_rootfs],
+        append="console=ttyS0,115200n8 panic=1 ignition.firstboot "
+        "ignition.platform.id=metal pxe.media.karg=1",
+        timeout=240,
+    )
     assert result.ok, result.describe()
     f = result.fields()
     assert "pxe.media.karg=1" in f["cmdline"].split()

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from fixtures.hostfacts.debianhost import build_host_rootfs, ext4_image, identity_cpio
 from fixtures.hostfacts.hosttree import GpgKey, ssh_key
 from helpers.capabilities import require_loop, require_qemu, require_tools
@@ -68,28 +69,43 @@ def _identity(tmp_path: Path) -> tuple:
     root_key = ssh_key(keys / "root", "admin@bastion")
     ssh_key(keys / "ssh_host_ed25519_key", "root@debhost")
     hostkey = (keys / "ssh_host_ed25519_key").read_bytes()
-    ident = identity_cpio({
-        "etc/hostname": b"debhost\n",
-        "etc/network/interfaces": INTERFACES.encode(),
-        "home/alice/.ssh/authorized_keys": f"no-pty {alice}\n".encode(),
-        "root/.ssh/authorized_keys": f"{root_key}\n".encode(),
-        "etc/ssh/ssh_host_ed25519_key": hostkey,
-        "etc/ssh/ssh_host_ed25519_key.pub": (keys / "ssh_host_ed25519_key.pub").read_bytes(),
-    }, {"etc/ssh/ssh_host_ed25519_key": 0o600, "root/.ssh/authorized_keys": 0o600}, tmp_path)
+    ident = identity_cpio(
+        {
+            "etc/hostname": b"debhost\n",
+            "etc/network/interfaces": INTERFACES.encode(),
+            "home/alice/.ssh/authorized_keys": f"no-pty {alice}\n".encode(),
+            "root/.ssh/authorized_keys": f"{root_key}\n".encode(),
+            "etc/ssh/ssh_host_ed25519_key": hostkey,
+            "etc/ssh/ssh_host_ed25519_key.pub": (keys / "ssh_host_ed25519_key.pub").read_bytes(),
+        },
+        {"etc/ssh/ssh_host_ed25519_key": 0o600, "root/.ssh/authorized_keys": 0o600},
+        tmp_path,
+    )
     return ident, alice, root_key, hostkey
 
 
-USER_IGN = {"ignition": {"version": "3.3.0"},
-            "storage": {"files": [{"path": "/etc/motd", "contents": {"source": "data:,hi"}}]}}
+USER_IGN = {
+    "ignition": {"version": "3.3.0"},
+    "storage": {"files": [{"path": "/etc/motd", "contents": {"source": "data:,hi"}}]},
+}
 
 
-def _run_host_vm(tmp_path: Path, media: Path, args: str, ident: Path, *, media_mib: int,
-                 timeout: float) -> tuple:
+def _run_host_vm(
+    tmp_path: Path, media: Path, args: str, ident: Path, *, media_mib: int, timeout: float
+) -> tuple:
     """Boot the Debian host with the media disk (vda) and an empty 8 GiB target (vdb)."""
     kernel = ensure_kernel()
     host = build_host_rootfs(kernel.root, kernel.version)
-    subprocess.run([sys.executable, str(REPO / "packaging/zipapp/build_pyz.py"), "-o",
-                    str(media / "x2nestos.pyz")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "packaging/zipapp/build_pyz.py"),
+            "-o",
+            str(media / "x2nestos.pyz"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (media / "user.ign").write_text(json.dumps(USER_IGN))
     (media / "run.sh").write_text(RUN_SH.replace("@ARGS@", args))
     media_img = ext4_image(tmp_path / "media.img", media, size_mib=media_mib)
@@ -101,12 +117,18 @@ def _run_host_vm(tmp_path: Path, media: Path, args: str, ident: Path, *, media_m
         kernel=kernel.vmlinuz,
         initrd=[host, ident],
         append="console=ttyS0,115200n8 rdinit=/init panic=1 loglevel=1 net.ifnames=0 "
-               "systemd.mask=serial-getty@ttyS0.service systemd.mask=getty@tty1.service",
+        "systemd.mask=serial-getty@ttyS0.service systemd.mask=getty@tty1.service",
         extra_disks=[Disk(media_img)],
-        extra_args=["-drive", f"if=none,id=tgt,format=raw,file={target}",
-                    "-device", "virtio-blk-pci,drive=tgt,serial=x2n-target",
-                    "-netdev", "user,id=n0,restrict=on",
-                    "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"],
+        extra_args=[
+            "-drive",
+            f"if=none,id=tgt,format=raw,file={target}",
+            "-device",
+            "virtio-blk-pci,drive=tgt,serial=x2n-target",
+            "-netdev",
+            "user,id=n0,restrict=on",
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+        ],
         memory=2048,
         timeout=timeout,
         serial_log=tmp_path / "serial.log",
@@ -146,8 +168,9 @@ def _check_dest(dest: dict, alice: str, root_key: str, hostkey: bytes) -> None:
     dfiles = {f["path"]: f for f in dest["storage"]["files"]}
     assert _decode(dfiles["/etc/hostname"]["contents"]) == b"debhost\n"
     assert _decode(dfiles["/etc/ssh/ssh_host_ed25519_key"]["contents"]) == hostkey
-    keyfile = _decode(dfiles["/etc/NetworkManager/system-connections/eth0.nmconnection"]
-                      ["contents"]).decode()
+    keyfile = _decode(
+        dfiles["/etc/NetworkManager/system-connections/eth0.nmconnection"]["contents"]
+    ).decode()
     assert "mac-address=52:54:00:12:34:56" in keyfile  # matched by MAC, not by name
     assert "address1=10.0.2.15/24,10.0.2.2" in keyfile
     assert json.loads(_decode(dest["ignition"]["config"]["merge"][0])) == USER_IGN
@@ -162,8 +185,9 @@ def test_convert_installs_and_boots(demo_artifacts, tmp_path: Path) -> None:  # 
     signed demo metal image onto the host's disk (by its by-id name) -> the disk boots alone."""
     require_qemu()
     require_loop()
-    require_tools("mmdebstrap", "zstd", "cpio", "mke2fs", "modprobe", "depmod", "ssh-keygen",
-                  "gpg", "gpgv")
+    require_tools(
+        "mmdebstrap", "zstd", "cpio", "mke2fs", "modprobe", "depmod", "ssh-keygen", "gpg", "gpgv"
+    )
     from nestos_demo.liveroot import build_live_rootfs, offline_image_cpio
 
     ident, alice, root_key, hostkey = _identity(tmp_path)
@@ -173,8 +197,12 @@ def test_convert_installs_and_boots(demo_artifacts, tmp_path: Path) -> None:  # 
     kernel = ensure_kernel()
     shutil.copyfile(kernel.vmlinuz, pxe / "vmlinuz")
     shutil.copyfile(build_live_rootfs(kernel=kernel), pxe / "initrd.img")
-    offline_image_cpio(demo_artifacts.raw_xz, demo_artifacts.raw_xz_sig,
-                       demo_artifacts.public_key, pxe / "rootfs.img")
+    offline_image_cpio(
+        demo_artifacts.raw_xz,
+        demo_artifacts.raw_xz_sig,
+        demo_artifacts.public_key,
+        pxe / "rootfs.img",
+    )
     key = GpgKey.generate(tmp_path / "gpg", "pxe signer")
     try:
         for name in ("vmlinuz", "initrd.img", "rootfs.img"):
@@ -182,8 +210,10 @@ def test_convert_installs_and_boots(demo_artifacts, tmp_path: Path) -> None:  # 
     finally:
         key.close()
     shutil.copyfile(key.public, media / "key.asc")
-    args = ("--pxe /media/pxe --keyring /media/key.asc -d /dev/vdb -i /media/user.ign "
-            "--carry all --work-dir /media/stage")
+    args = (
+        "--pxe /media/pxe --keyring /media/key.asc -d /dev/vdb -i /media/user.ign "
+        "--carry all --work-dir /media/stage"
+    )
     result, target = _run_host_vm(tmp_path, media, args, ident, media_mib=768, timeout=1200)
     print(f"VM proof (host + live install): {result.seconds:.0f}s wall")
     text = result.serial_text
@@ -192,8 +222,7 @@ def test_convert_installs_and_boots(demo_artifacts, tmp_path: Path) -> None:  # 
     assert "x2nestos: target /dev/disk/by-id/virtio-x2n-target" in after, after[-3000:]
     assert not result.timed_out, result.describe()
 
-    disk = boot(target, firmware="bios", kind="disk", timeout=240,
-                serial_log=tmp_path / "disk.log")
+    disk = boot(target, firmware="bios", kind="disk", timeout=240, serial_log=tmp_path / "disk.log")
     print(f"converted disk boot: {disk.seconds:.0f}s wall")
     assert disk.ok, disk.describe()
     fields = disk.fields()

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+
 from fixtures.initrd.gen_initrds import build_all
 from fixtures.iso.gen_isos import build
 from helpers.capabilities import require_tools
@@ -16,8 +17,9 @@ HELLOS = ["gzip/hello", "tail/hello", "uncompressed/hello", "xz/hello", "zstd/he
 
 
 def ni(*args, input=None, ok=True, cwd=None):
-    p = subprocess.run([NI, *map(str, args)], input=input, capture_output=True, cwd=cwd,
-                       check=False)
+    p = subprocess.run(
+        [NI, *map(str, args)], input=input, capture_output=True, cwd=cwd, check=False
+    )
     assert (p.returncode == 0) == ok, (args, p.stderr.decode())
     return p
 
@@ -35,8 +37,11 @@ def test_show_initrd(initrds):
     with open(p, "rb") as f:
         assert ni("dev", "show", "initrd", "-", input=f.read()).stdout.decode().split() == names
     assert ni("dev", "show", "initrd", p, "*hello").stdout.decode().split() == HELLOS
-    assert ni("dev", "show", "initrd", p, "gzip/*", "xz/w*").stdout.decode().split() == \
-        ["gzip/hello", "gzip/world", "xz/world"]
+    assert ni("dev", "show", "initrd", p, "gzip/*", "xz/w*").stdout.decode().split() == [
+        "gzip/hello",
+        "gzip/world",
+        "xz/world",
+    ]
 
 
 def test_extract_initrd(initrds, tmp_path):
@@ -57,8 +62,9 @@ def test_extract_initrd(initrds, tmp_path):
     assert (pad / "dir" / "hello").read_bytes() == b"z" * 5000
 
 
-@pytest.mark.parametrize("name,member", [("traversal-relative.img", "../f"),
-                                         ("traversal-absolute.img", "/etc/adjtime")])
+@pytest.mark.parametrize(
+    "name,member", [("traversal-relative.img", "../f"), ("traversal-absolute.img", "/etc/adjtime")]
+)
 def test_extract_traversal(initrds, tmp_path, name, member):
     d = tmp_path / "d"
     d.mkdir()
@@ -73,8 +79,9 @@ def test_show_iso(tmp_path):
     doc = json.loads(ni("dev", "show", "iso", iso).stdout)
     primary = doc["header"]["descriptors"][0]
     assert primary["type"] == "primary" and primary["volume_id"] == "nestos-fixture"
-    assert primary["root"]["name"] == "." and primary["volume_space_size"] * 2048 <= \
-        __import__("os").path.getsize(iso)
+    assert primary["root"]["name"] == "." and primary["volume_space_size"] * 2048 <= __import__(
+        "os"
+    ).path.getsize(iso)
     assert "EFI/OPENEULE/GRUB.CFG" in doc["records"] and "NESTOS/KARGS.JSO" in doc["records"]
     ign = json.loads(ni("dev", "show", "iso", "--ignition", iso).stdout)
     assert ign["length"] == 262144 and ign["offset"] % 2048 == 0

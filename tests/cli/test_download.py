@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
+
 from helpers.capabilities import require_tools
 from helpers.gpgkeys import TestKey
 from helpers.httpserver import TestServer, TlsFiles
@@ -27,8 +28,14 @@ MiB = 1 << 20
 
 
 def cli(*args: object, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([INSTALLER, *map(str, args)], check=False, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=120)
+    proc = subprocess.run(
+        [INSTALLER, *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -51,8 +58,9 @@ class Site:
     def base(self) -> str:
         return self.server.url("streams/")
 
-    def publish(self, path: str, data: bytes, *, raw: bytes = b"", sign: bool = True,
-                sha256: bool = True) -> Dict[str, str]:
+    def publish(
+        self, path: str, data: bytes, *, raw: bytes = b"", sign: bool = True, sha256: bool = True
+    ) -> Dict[str, str]:
         """Serve `data` (and its .sig) at `path`; return the stream artifact entry."""
         f = self.root / path.replace("/", "_")
         f.write_bytes(data)
@@ -92,39 +100,69 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         qcow = _payload(MiB // 2, 3)
         initrd = _payload(MiB // 2, 4)
         formats = {
-            "raw.xz": {"disk": s.publish(f"{b}-metal.x86_64.raw.xz",
-                                         lzma.compress(metal, preset=0), raw=metal)},
-            "4k.raw.xz": {"disk": s.publish(f"{b}-metal4k.x86_64.raw.xz",
-                                            lzma.compress(metal4k, preset=0), raw=metal4k)},
+            "raw.xz": {
+                "disk": s.publish(
+                    f"{b}-metal.x86_64.raw.xz", lzma.compress(metal, preset=0), raw=metal
+                )
+            },
+            "4k.raw.xz": {
+                "disk": s.publish(
+                    f"{b}-metal4k.x86_64.raw.xz", lzma.compress(metal4k, preset=0), raw=metal4k
+                )
+            },
             "iso": {"disk": s.publish(f"{b}-live.x86_64.iso", _payload(MiB, 5))},
             "pxe": {
                 "kernel": s.publish(f"{b}-live-kernel-x86_64", _payload(200_000, 6)),
-                "initramfs": s.publish(f"{b}-live-initramfs.x86_64.img",
-                                       gzip.compress(initrd, 1)),
+                "initramfs": s.publish(f"{b}-live-initramfs.x86_64.img", gzip.compress(initrd, 1)),
                 "rootfs": s.publish(f"{b}-live-rootfs.x86_64.img", _payload(MiB, 7)),
             },
         }
-        qemu = {"qcow2.xz": {"disk": s.publish(f"{b}-qemu.x86_64.qcow2.xz",
-                                               lzma.compress(qcow, preset=0), raw=qcow)}}
-        s.stream("2403-LTS", {
-            "stream": "2403-LTS",
-            "metadata": {"last-modified": "2024-09-04T08:00:00Z"},
-            "architectures": {"x86_64": {"artifacts": {
-                "metal": {"release": rel, "formats": formats},
-                "qemu": {"release": rel, "formats": qemu},
-            }}},
-        })
+        qemu = {
+            "qcow2.xz": {
+                "disk": s.publish(
+                    f"{b}-qemu.x86_64.qcow2.xz", lzma.compress(qcow, preset=0), raw=qcow
+                )
+            }
+        }
+        s.stream(
+            "2403-LTS",
+            {
+                "stream": "2403-LTS",
+                "metadata": {"last-modified": "2024-09-04T08:00:00Z"},
+                "architectures": {
+                    "x86_64": {
+                        "artifacts": {
+                            "metal": {"release": rel, "formats": formats},
+                            "qemu": {"release": rel, "formats": qemu},
+                        }
+                    }
+                },
+            },
+        )
         try:
             yield s
         finally:
             key.close()
 
 
-def download(site: Site, dest: Path, *args: object, check: bool = True,
-             keyring: bool = True) -> subprocess.CompletedProcess:
+def download(
+    site: Site, dest: Path, *args: object, check: bool = True, keyring: bool = True
+) -> subprocess.CompletedProcess:
     extra: List[object] = ["--keyring", site.key.public_key_path] if keyring else []
-    return cli("download", "--stream-base-url", site.base, "-a", "x86_64", "-C", dest,
-               "--progress", "none", *extra, *args, check=check)
+    return cli(
+        "download",
+        "--stream-base-url",
+        site.base,
+        "-a",
+        "x86_64",
+        "-C",
+        dest,
+        "--progress",
+        "none",
+        *extra,
+        *args,
+        check=check,
+    )
 
 
 def leftovers(d: Path) -> List[str]:
@@ -143,12 +181,19 @@ def served_path(site: Site, local: Path) -> str:
     return match[0]
 
 
-@pytest.mark.parametrize("platform,fmt,count", [
-    ("metal", "raw.xz", 1), ("metal", "4k.raw.xz", 1), ("metal", "iso", 1), ("metal", "pxe", 3),
-    ("qemu", "qcow2.xz", 1),
-])
-def test_download_every_format(site: Site, tmp_path: Path, platform: str, fmt: str,
-                               count: int) -> None:
+@pytest.mark.parametrize(
+    "platform,fmt,count",
+    [
+        ("metal", "raw.xz", 1),
+        ("metal", "4k.raw.xz", 1),
+        ("metal", "iso", 1),
+        ("metal", "pxe", 3),
+        ("qemu", "qcow2.xz", 1),
+    ],
+)
+def test_download_every_format(
+    site: Site, tmp_path: Path, platform: str, fmt: str, count: int
+) -> None:
     proc = download(site, tmp_path, "-p", platform, "-f", fmt)
     paths = [Path(line) for line in proc.stdout.splitlines()]
     assert len(paths) == count, proc.stdout
@@ -158,11 +203,15 @@ def test_download_every_format(site: Site, tmp_path: Path, platform: str, fmt: s
         assert path.read_bytes() == site.blobs[served]
         assert Path(f"{path}.sig").read_bytes() == site.sigs[served]
     if fmt == "pxe":  # processed in artifact-type order
-        assert ["initramfs" in paths[0].name, "kernel" in paths[1].name,
-                "rootfs" in paths[2].name] == [True, True, True]
+        assert [
+            "initramfs" in paths[0].name,
+            "kernel" in paths[1].name,
+            "rootfs" in paths[2].name,
+        ] == [True, True, True]
     assert leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [p.name for p in paths] + [p.name + ".sig" for p in paths])
+        [p.name for p in paths] + [p.name + ".sig" for p in paths]
+    )
 
 
 def test_existing_file_is_verified_not_fetched(site: Site, tmp_path: Path) -> None:
@@ -206,8 +255,17 @@ def test_decompress_gzip_pxe(site: Site, tmp_path: Path) -> None:
 
 
 def bad_stream(site: Site, name: str, art: Dict[str, str]) -> None:
-    site.stream(name, {"stream": name, "architectures": {"x86_64": {"artifacts": {
-        "metal": {"release": "1", "formats": {"raw.xz": {"disk": art}}}}}}})
+    site.stream(
+        name,
+        {
+            "stream": name,
+            "architectures": {
+                "x86_64": {
+                    "artifacts": {"metal": {"release": "1", "formats": {"raw.xz": {"disk": art}}}}
+                }
+            },
+        },
+    )
 
 
 def test_wrong_bytes_refused_by_sha256(site: Site, tmp_path: Path) -> None:
@@ -234,8 +292,15 @@ def test_wrong_bytes_refused_by_signature(site: Site, tmp_path: Path) -> None:
 
 def test_signature_by_untrusted_key_refused(site: Site, tmp_path: Path) -> None:
     site.publish("untrusted/c.iso", _payload(100_000, 13))
-    proc = download(site, tmp_path, "-u", site.server.url("untrusted/c.iso"), "--insecure",
-                    keyring=False, check=False)
+    proc = download(
+        site,
+        tmp_path,
+        "-u",
+        site.server.url("untrusted/c.iso"),
+        "--insecure",
+        keyring=False,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "GPG verification failure" in proc.stderr
     assert list(tmp_path.iterdir()) == []
@@ -259,8 +324,7 @@ def test_drop_mid_body_resumes(site: Site, tmp_path: Path) -> None:
     data = _payload(3 * MiB, 15)
     site.publish("flaky/e.iso", data)
     site.server.behave("flaky/e.iso", drop_after=MiB + 4321, drop_times=1)
-    proc = download(site, tmp_path, "-u", site.server.url("flaky/e.iso"),
-                    "--fetch-retries", "2")
+    proc = download(site, tmp_path, "-u", site.server.url("flaky/e.iso"), "--fetch-retries", "2")
     assert Path(proc.stdout.strip()).read_bytes() == data
     ranges = site.server.requests_for("flaky/e.iso")
     assert len(ranges) == 2 and ranges[1] is not None
@@ -280,8 +344,16 @@ def test_503_then_200(site: Site, tmp_path: Path) -> None:
     data = _payload(200_000, 17)
     site.publish("busy/g.iso", data)
     site.server.behave("busy/g.iso", statuses=[503])
-    proc = download(site, tmp_path, "-u", site.server.url("busy/g.iso"),
-                    "--fetch-retries", "1", "--progress", "json")
+    proc = download(
+        site,
+        tmp_path,
+        "-u",
+        site.server.url("busy/g.iso"),
+        "--fetch-retries",
+        "1",
+        "--progress",
+        "json",
+    )
     assert Path(proc.stdout.strip()).read_bytes() == data
     assert len(site.server.requests_for("busy/g.iso")) == 2
     assert "Sleeping 1s and retrying..." in proc.stderr
@@ -296,14 +368,33 @@ def test_404_image(site: Site, tmp_path: Path) -> None:
     assert f"image fetch failed: 404 Not Found ({url})" in proc.stderr
 
 
-@pytest.mark.parametrize("body,message", [
-    (b"<html>oops</html>", "not valid JSON"),
-    (json.dumps({"stream": "x", "architectures": {"x86_64": {"artifacts": {"metal": {
-        "release": "1", "formats": {"raw.xz": {"disk": {"signature": "s"}}}}}}}}).encode(),
-     "architectures.x86_64.artifacts.metal.formats.raw.xz.disk: missing 'location'"),
-])
-def test_bad_stream_metadata_one_line(site: Site, tmp_path: Path, body: bytes,
-                                      message: str) -> None:
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"<html>oops</html>", "not valid JSON"),
+        (
+            json.dumps(
+                {
+                    "stream": "x",
+                    "architectures": {
+                        "x86_64": {
+                            "artifacts": {
+                                "metal": {
+                                    "release": "1",
+                                    "formats": {"raw.xz": {"disk": {"signature": "s"}}},
+                                }
+                            }
+                        }
+                    },
+                }
+            ).encode(),
+            "architectures.x86_64.artifacts.metal.formats.raw.xz.disk: missing 'location'",
+        ),
+    ],
+)
+def test_bad_stream_metadata_one_line(
+    site: Site, tmp_path: Path, body: bytes, message: str
+) -> None:
     name = f"bad{len(body)}"
     site.server.add(f"streams/{name}.json", body)
     proc = download(site, tmp_path, "-s", name, check=False)
@@ -316,15 +407,30 @@ def test_bad_stream_metadata_one_line(site: Site, tmp_path: Path, body: bytes,
 
 
 def test_unknown_architecture_lists_choices(site: Site, tmp_path: Path) -> None:
-    proc = cli("download", "--stream-base-url", site.base, "-a", "riscv64", "-C", tmp_path,
-               check=False)
+    proc = cli(
+        "download", "--stream-base-url", site.base, "-a", "riscv64", "-C", tmp_path, check=False
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "Error: no architecture 'riscv64' in stream 2403-LTS; available: x86_64"]
-    proc = cli("download", "--stream-base-url", site.base, "-a", "x86_64", "-p", "qemu",
-               "-f", "iso", "-C", tmp_path, check=False)
+        "Error: no architecture 'riscv64' in stream 2403-LTS; available: x86_64"
+    ]
+    proc = cli(
+        "download",
+        "--stream-base-url",
+        site.base,
+        "-a",
+        "x86_64",
+        "-p",
+        "qemu",
+        "-f",
+        "iso",
+        "-C",
+        tmp_path,
+        check=False,
+    )
     assert proc.stderr.strip().splitlines() == [
-        "Error: no format 'iso' for platform 'qemu' on x86_64; available: qcow2.xz"]
+        "Error: no format 'iso' for platform 'qemu' on x86_64; available: qcow2.xz"
+    ]
 
 
 def test_missing_stream(site: Site, tmp_path: Path) -> None:
@@ -349,16 +455,31 @@ def test_https_with_ca_bundle_from_environment(site: Site, tmp_path: Path) -> No
     with TestServer(tls=tls) as srv:
         url = srv.add("h.iso", data)
         srv.add("h.iso.sig", site.key.sign(data))
-        argv = [INSTALLER, "download", "-u", url, "-C", out, "--keyring",
-                site.key.public_key_path, "--progress", "plain"]
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")}
-        proc = subprocess.run(list(map(str, argv)), capture_output=True, text=True, env=env,
-                              timeout=120, check=False)
+        argv = [
+            INSTALLER,
+            "download",
+            "-u",
+            url,
+            "-C",
+            out,
+            "--keyring",
+            site.key.public_key_path,
+            "--progress",
+            "plain",
+        ]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+        }
+        proc = subprocess.run(
+            list(map(str, argv)), capture_output=True, text=True, env=env, timeout=120, check=False
+        )
         assert proc.returncode == 1 and "TLS error" in proc.stderr
         env["REQUESTS_CA_BUNDLE"] = str(tls.ca)
-        proc = subprocess.run(list(map(str, argv)), capture_output=True, text=True, env=env,
-                              timeout=120, check=False)
+        proc = subprocess.run(
+            list(map(str, argv)), capture_output=True, text=True, env=env, timeout=120, check=False
+        )
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).read_bytes() == data
     kib = f"{len(data) / 1024:.1f} KiB"

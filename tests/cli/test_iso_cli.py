@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from fixtures.iso.gen_isos import LAYOUTS, build
 from helpers.capabilities import require_tools
 from helpers.tools import NESTOS_INSTALLER
@@ -24,8 +25,9 @@ WITH_KARGS = ["2021-01", "s390x", "nestos"]
 
 
 def ni(*args, input=None, ok=True, cwd=None):
-    p = subprocess.run([NI, *map(str, args)], input=input, capture_output=True, cwd=cwd,
-                       check=False)
+    p = subprocess.run(
+        [NI, *map(str, args)], input=input, capture_output=True, cwd=cwd, check=False
+    )
     if ok and p.returncode != 0:
         raise AssertionError(f"{args} failed: {p.stderr.decode()}")
     if not ok and p.returncode == 0:
@@ -51,6 +53,7 @@ def iso(built, tmp_path, request):
         dst = tmp_path / f"{name}.iso"
         shutil.copyfile(built[name], dst)
         return dst
+
     return copy
 
 
@@ -80,12 +83,15 @@ def test_ignition_embed_show_remove(iso, tmp_path, layout):
         f.seek(area["offset"])
         raw = f.read(area["length"])
     cpio = lzma.LZMADecompressor().decompress(raw)
-    got = subprocess.run(["cpio", "-i", "--to-stdout", "--quiet", "config.ign"], input=cpio,
-                         capture_output=True, check=True).stdout
+    got = subprocess.run(
+        ["cpio", "-i", "--to-stdout", "--quiet", "config.ign"],
+        input=cpio,
+        capture_output=True,
+        check=True,
+    ).stdout
     assert got == CONFIG
     e = ni("iso", "ignition", "embed", "-i", cfg, p, ok=False)
-    assert b"This ISO image already has an embedded Ignition config; use -f to force." \
-        in e.stderr
+    assert b"This ISO image already has an embedded Ignition config; use -f to force." in e.stderr
     ni("iso", "ignition", "embed", "-f", p, input=b"{}\n")
     assert ni("iso", "ignition", "show", p).stdout == b"{}\n"
     ni("iso", "ignition", "remove", p)
@@ -113,8 +119,13 @@ def test_output_no_clobber_and_tty(iso, tmp_path):
     assert new.stat().st_mode & 0o777 == 0o600  # it carries the config
     master, slave = pty.openpty()
     try:
-        proc = subprocess.run([NI, "iso", "ignition", "embed", "-o", "-", str(p)], input=CONFIG,
-                              stdout=slave, stderr=subprocess.PIPE, check=False)
+        proc = subprocess.run(
+            [NI, "iso", "ignition", "embed", "-o", "-", str(p)],
+            input=CONFIG,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
     finally:
         os.close(slave)
         os.close(master)
@@ -150,8 +161,10 @@ def test_network_embed_extract_remove(iso, tmp_path, layout):
     k2.write_bytes(b"[connection]\nid=b\n")
     three_ways(p, tmp_path, "network", "embed", "-k", k1, "-k", k2)
     text = ni("iso", "network", "extract", p).stdout
-    assert text == (b"########## a.nmconnection ##########\n[connection]\nid=a\n\n"
-                    b"########## b.nmconnection ##########\n[connection]\nid=b\n")
+    assert text == (
+        b"########## a.nmconnection ##########\n[connection]\nid=a\n\n"
+        b"########## b.nmconnection ##########\n[connection]\nid=b\n"
+    )
     out = tmp_path / "x"
     listed = ni("iso", "network", "extract", "-C", out, p).stdout.decode().split()
     assert listed == [str(out / "a.nmconnection"), str(out / "b.nmconnection")]
@@ -163,8 +176,7 @@ def test_network_embed_extract_remove(iso, tmp_path, layout):
     ni("iso", "ignition", "embed", p, input=CONFIG)
     ni("iso", "network", "remove", p)
     assert ni("iso", "ignition", "show", p).stdout == CONFIG
-    assert b"No embedded network settings." in ni("iso", "network", "extract", p,
-                                                  ok=False).stderr
+    assert b"No embedded network settings." in ni("iso", "network", "extract", p, ok=False).stderr
     ni("iso", "ignition", "remove", p)
     assert sha(p) == orig  # area zero-filled again, no empty cpio
 
@@ -215,8 +227,12 @@ def test_kargs_unsupported(iso):
 
 def test_unrecognized_iso(iso, tmp_path):
     p = iso("synthetic")
-    for args in (["ignition", "show"], ["ignition", "embed", "-i", "/dev/null"],
-                 ["network", "extract"], ["extract", "pxe", "-o", tmp_path]):
+    for args in (
+        ["ignition", "show"],
+        ["ignition", "embed", "-i", "/dev/null"],
+        ["network", "extract"],
+        ["extract", "pxe", "-o", tmp_path],
+    ):
         e = ni("iso", *args, p, ok=False)
         assert b"Unrecognized NestOS ISO image." in e.stderr
 
@@ -235,8 +251,11 @@ def test_extract_pxe(iso, tmp_path):
     out = tmp_path / "pxe"
     out.mkdir()
     names = ni("iso", "extract", "pxe", "-o", out, p).stdout.decode().split()
-    assert sorted(os.path.basename(n) for n in names) == \
-        ["nestos-initrd.img", "nestos-rootfs.img", "nestos-vmlinuz"]
+    assert sorted(os.path.basename(n) for n in names) == [
+        "nestos-initrd.img",
+        "nestos-rootfs.img",
+        "nestos-vmlinuz",
+    ]
     assert (out / "nestos-rootfs.img").stat().st_size == 50000
     assert b"File exists" in ni("iso", "extract", "pxe", "-o", out, p, ok=False).stderr
 
@@ -293,6 +312,7 @@ def _all_commands(group, prefix):
 def test_help_fits_80_columns():
     """Every iso/pxe/dev (sub)command's help, rendered the way the CLI renders it."""
     import click
+
     from nestos_installer.cli import cli
 
     assert max(map(len, ni("iso", "customize", "-h").stdout.decode().splitlines())) <= 80

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from fixtures.iso.gen_isos import build
 from helpers.capabilities import require_tools
 from helpers.tools import NESTOS_INSTALLER
@@ -43,17 +44,28 @@ def test_customize_outputs_identical(built, inputs, tmp_path):
     p = tmp_path / "in.iso"
     shutil.copyfile(built["nestos"], p)
     orig = sha(p)
-    args = ["iso", "customize", "--dest-device", "/dev/sda", "--dest-ignition",
-            inputs / "dest.ign", "--network-keyfile", inputs / "eth0.nmconnection",
-            "--live-karg-append", "live.karg=1"]
+    args = [
+        "iso",
+        "customize",
+        "--dest-device",
+        "/dev/sda",
+        "--dest-ignition",
+        inputs / "dest.ign",
+        "--network-keyfile",
+        inputs / "eth0.nmconnection",
+        "--live-karg-append",
+        "live.karg=1",
+    ]
     streamed = ni(*args, "-o", "-", p).stdout
     e = ni(*args, "-o", tmp_path / "out.iso", p)
     assert b"Boot media will automatically install to /dev/sda without confirmation." in e.stderr
     ni(*args, p)
     assert hashlib.sha256(streamed).hexdigest() == sha(tmp_path / "out.iso") == sha(p) != orig
     cfg = json.loads(ni("iso", "ignition", "show", p).stdout)
-    assert [f["path"] for f in cfg["storage"]["files"]] == \
-        ["/etc/nestos/dest.ign", "/etc/nestos/installer.d/0000-customize.yaml"]
+    assert [f["path"] for f in cfg["storage"]["files"]] == [
+        "/etc/nestos/dest.ign",
+        "/etc/nestos/installer.d/0000-customize.yaml",
+    ]
     assert ni("iso", "kargs", "show", p).stdout.decode().endswith(" live.karg=1\n")
     assert b"eth0.nmconnection" in ni("iso", "network", "extract", p).stdout
     e = ni(*args, p, ok=False)
@@ -69,10 +81,18 @@ def test_live_kargs_only_embeds_no_config(built, tmp_path):
     p = tmp_path / "in.iso"
     shutil.copyfile(built["nestos"], p)
     default = ni("iso", "kargs", "show", "-d", p).stdout.decode().strip()
-    ni("iso", "customize", "--live-karg-delete", "console=tty1", "--live-karg-replace",
-       "mitigations=auto,nosmt=off", p)
-    assert ni("iso", "kargs", "show", p).stdout.decode().strip() == \
-        default.replace(" console=tty1", "").replace("auto,nosmt", "off")
+    ni(
+        "iso",
+        "customize",
+        "--live-karg-delete",
+        "console=tty1",
+        "--live-karg-replace",
+        "mitigations=auto,nosmt=off",
+        p,
+    )
+    assert ni("iso", "kargs", "show", p).stdout.decode().strip() == default.replace(
+        " console=tty1", ""
+    ).replace("auto,nosmt", "off")
     assert b"No embedded Ignition config." in ni("iso", "ignition", "show", p, ok=False).stderr
 
 
@@ -86,8 +106,7 @@ def test_customize_errors(built, inputs, tmp_path):
     assert b"This OS image does not support customizing installer configuration." in e.stderr
     e = ni("iso", "customize", "--live-karg-append", "x", built["2020-09"], "-o", "-", ok=False)
     assert b"This OS image does not support customizing live kernel arguments." in e.stderr
-    e = ni("iso", "customize", "--dest-device", "/dev/sda", built["synthetic"], "-o", "-",
-           ok=False)
+    e = ni("iso", "customize", "--dest-device", "/dev/sda", built["synthetic"], "-o", "-", ok=False)
     assert b"Unrecognized NestOS ISO image." in e.stderr
     bad = inputs / "bad.ign"
     bad.write_bytes(b'{"ignition": {"version": "2.2.0"}}')
@@ -104,8 +123,17 @@ def test_customize_errors(built, inputs, tmp_path):
     e = ni("iso", "customize", "--live-karg-replace", "nonsense", p, ok=False)
     assert b"Wrong input, format should be: KEY=OLD=NEW" in e.stderr
     script = inputs / "eth0.nmconnection"
-    e = ni("iso", "customize", "--dest-console", "ttyS0", "--pre-install", script,
-           "--pre-install", script, p, ok=False)
-    assert b"config already specifies path /usr/local/bin/pre-install-eth0.nmconnection" \
-        in e.stderr
+    e = ni(
+        "iso",
+        "customize",
+        "--dest-console",
+        "ttyS0",
+        "--pre-install",
+        script,
+        "--pre-install",
+        script,
+        p,
+        ok=False,
+    )
+    assert b"config already specifies path /usr/local/bin/pre-install-eth0.nmconnection" in e.stderr
     assert sha(p) == n_orig and sha(old) == orig

@@ -7,6 +7,7 @@ import subprocess
 from typing import Any, Dict, Iterator
 
 import pytest
+
 from helpers.httpserver import TestServer
 from helpers.tools import NESTOS_INSTALLER
 
@@ -14,8 +15,14 @@ INSTALLER = NESTOS_INSTALLER
 
 
 def cli(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([INSTALLER, *map(str, args)], check=False, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=60)
+    return subprocess.run(
+        [INSTALLER, *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
 
 
 def art(name: str) -> Dict[str, Any]:
@@ -26,16 +33,26 @@ STREAM = {
     "stream": "2403-LTS",
     "metadata": {"last-modified": "2024-09-04T08:00:00Z"},
     "architectures": {
-        "x86_64": {"artifacts": {
-            "qemu": {"release": "24.03.2", "formats": {"qcow2.xz": art("q")}},
-            "metal": {"release": "24.03.1", "formats": {
-                "raw.xz": art("r"), "4k.raw.xz": art("r4"), "iso": art("i"),
-                "pxe": {"kernel": art("k")["disk"], "initramfs": art("n")["disk"]}}},
-        }},
-        "aarch64": {"artifacts": {
-            "metal": {"release": "24.03.1", "formats": {"raw.xz": art("ra"), "pxe": art("p")}},
-            "huaweicloud": {"release": "24.03.1", "formats": {"qcow2.xz": art("h")}},
-        }},
+        "x86_64": {
+            "artifacts": {
+                "qemu": {"release": "24.03.2", "formats": {"qcow2.xz": art("q")}},
+                "metal": {
+                    "release": "24.03.1",
+                    "formats": {
+                        "raw.xz": art("r"),
+                        "4k.raw.xz": art("r4"),
+                        "iso": art("i"),
+                        "pxe": {"kernel": art("k")["disk"], "initramfs": art("n")["disk"]},
+                    },
+                },
+            }
+        },
+        "aarch64": {
+            "artifacts": {
+                "metal": {"release": "24.03.1", "formats": {"raw.xz": art("ra"), "pxe": art("p")}},
+                "huaweicloud": {"release": "24.03.1", "formats": {"qcow2.xz": art("h")}},
+            }
+        },
     },
 }
 
@@ -65,8 +82,9 @@ def test_table_exactly(server: TestServer) -> None:
 
 
 def test_json(server: TestServer) -> None:
-    proc = cli("list-stream", "-s", "2403-LTS", "--stream-base-url", server.url("streams/"),
-               "--json")
+    proc = cli(
+        "list-stream", "-s", "2403-LTS", "--stream-base-url", server.url("streams/"), "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["stream"] == "2403-LTS"
@@ -82,7 +100,8 @@ def test_bad_metadata_one_line(server: TestServer) -> None:
     url = server.url("streams/broken.json")
     assert proc.stderr.splitlines() == [
         f"Error: stream metadata from {url}: architectures.x86_64: expected an object, "
-        "found a number"]
+        "found a number"
+    ]
 
 
 def test_missing_stream(server: TestServer) -> None:
@@ -90,7 +109,8 @@ def test_missing_stream(server: TestServer) -> None:
     assert proc.returncode == 1
     url = server.url("streams/gone.json")
     assert proc.stderr.splitlines()[0] == (
-        f"Error: stream metadata fetch failed: 404 Not Found ({url})")
+        f"Error: stream metadata fetch failed: 404 Not Found ({url})"
+    )
 
 
 def test_closed_pipe_is_quiet(server: TestServer) -> None:

@@ -9,14 +9,21 @@ from pathlib import Path
 from typing import List
 
 import pytest
+
 from fixtures.hostfacts.hosttree import GpgKey, build_host, build_iso, build_pxe
 from helpers.capabilities import require_tools
 from helpers.tools import X2NESTOS
 
 
 def x2n(*args: object, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([X2NESTOS, *map(str, args)], check=False, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=120)
+    proc = subprocess.run(
+        [X2NESTOS, *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -42,8 +49,16 @@ def test_help_fits_80_columns() -> None:
 
 def test_doctor_json(tmp_path: Path, media: Path) -> None:
     build_host(tmp_path, secure_boot=True, lockdown="integrity")
-    proc = x2n("--root", tmp_path, "doctor", "--json", "--iso", media / "live.iso",
-               "-i", media / "user.ign")
+    proc = x2n(
+        "--root",
+        tmp_path,
+        "doctor",
+        "--json",
+        "--iso",
+        media / "live.iso",
+        "-i",
+        media / "user.ign",
+    )
     d = json.loads(proc.stdout)
     assert d["ok"] is True
     assert d["kexec"]["syscall"] == "kexec_file_load"
@@ -57,16 +72,29 @@ def test_doctor_json(tmp_path: Path, media: Path) -> None:
 
 def test_doctor_human_and_failure_exit(tmp_path: Path, media: Path) -> None:
     build_host(tmp_path, kexec_disabled=True)
-    proc = x2n("--root", tmp_path, "doctor", "--pxe", media / "pxe", "-i", media / "user.ign",
-               check=False)
+    proc = x2n(
+        "--root", tmp_path, "doctor", "--pxe", media / "pxe", "-i", media / "user.ign", check=False
+    )
     assert proc.returncode == 1
     assert "FAIL  kexec" in proc.stdout and "NOT convertible" in proc.stdout
 
 
 def test_plan_shows_everything(tmp_path: Path, media: Path) -> None:
     tree = build_host(tmp_path, data_mount=True)
-    proc = x2n("--root", tmp_path, "plan", "--json", "--pxe", media / "pxe", "--carry", "all",
-               "--save-partlabel", "data", "--dest-karg", "quiet")
+    proc = x2n(
+        "--root",
+        tmp_path,
+        "plan",
+        "--json",
+        "--pxe",
+        media / "pxe",
+        "--carry",
+        "all",
+        "--save-partlabel",
+        "data",
+        "--dest-karg",
+        "quiet",
+    )
     d = json.loads(proc.stdout)
     assert d["ok"]
     assert d["installer-config"]["save-partlabel"] == ["data"]
@@ -77,10 +105,24 @@ def test_plan_shows_everything(tmp_path: Path, media: Path) -> None:
     assert "ens3.nmconnection" in d["network-keyfiles"]
     assert any("bond0" in n for n in d["not-carried"])
     assert "PRIVATE KEY" not in proc.stdout
-    human = x2n("--root", tmp_path, "plan", "--pxe", media / "pxe", "--carry", "all",
-                "--save-partlabel", "data").stdout
-    for section in ("== kernel command line", "== destination Ignition", "== NOT carried",
-                    "== network keyfile ens3.nmconnection", "partitions kept: vda3 (data)"):
+    human = x2n(
+        "--root",
+        tmp_path,
+        "plan",
+        "--pxe",
+        media / "pxe",
+        "--carry",
+        "all",
+        "--save-partlabel",
+        "data",
+    ).stdout
+    for section in (
+        "== kernel command line",
+        "== destination Ignition",
+        "== NOT carried",
+        "== network keyfile ens3.nmconnection",
+        "partitions kept: vda3 (data)",
+    ):
         assert section in human
 
 
@@ -102,14 +144,25 @@ def _one_error(proc: subprocess.CompletedProcess) -> str:
         ({"arch": "sparc64"}, ["--pxe", "{media}/pxe"], "unknown host architecture"),
     ],
 )
-def test_convert_bad_input_one_line(tmp_path: Path, media: Path, host_opts: dict,
-                                    args: List[str], expect: str) -> None:
+def test_convert_bad_input_one_line(
+    tmp_path: Path, media: Path, host_opts: dict, args: List[str], expect: str
+) -> None:
     if "nopxe.iso" in " ".join(args) and not (media / "nopxe.iso").exists():
         build_iso(media / "nopxe.iso", media / "work-nopxe", pxe=False)
     build_host(tmp_path / "root", **host_opts)
     argv = [a.format(tmp=tmp_path, media=media) for a in args]
-    proc = x2n("--root", tmp_path / "root", "convert", "--yes", "--build-only", "--insecure",
-               "-i", media / "user.ign", *argv, check=False)
+    proc = x2n(
+        "--root",
+        tmp_path / "root",
+        "convert",
+        "--yes",
+        "--build-only",
+        "--insecure",
+        "-i",
+        media / "user.ign",
+        *argv,
+        check=False,
+    )
     assert expect.format(tmp=tmp_path) in _one_error(proc)
     assert not (tmp_path / "root/var/lib/x2nestos").exists()
 
@@ -119,12 +172,23 @@ def test_convert_signature_failure(tmp_path: Path, media: Path) -> None:
     build_host(tmp_path / "root")
     iso = tmp_path / "live.iso"
     iso.write_bytes((media / "live.iso").read_bytes())
-    signer, stranger = GpgKey.generate(tmp_path / "a", "signer"), GpgKey.generate(
-        tmp_path / "b", "stranger")
+    signer, stranger = (
+        GpgKey.generate(tmp_path / "a", "signer"),
+        GpgKey.generate(tmp_path / "b", "stranger"),
+    )
     try:
         signer.sign(iso)
-        base = ["--root", tmp_path / "root", "convert", "--yes", "--build-only", "--iso", iso,
-                "-i", media / "user.ign"]
+        base = [
+            "--root",
+            tmp_path / "root",
+            "convert",
+            "--yes",
+            "--build-only",
+            "--iso",
+            iso,
+            "-i",
+            media / "user.ign",
+        ]
         proc = x2n(*base, "--keyring", stranger.public, check=False)
         assert _one_error(proc) == "Error: live.iso: signed by a key that is not trusted"
         assert not (tmp_path / "root/var/lib/x2nestos").exists()
@@ -141,16 +205,36 @@ def test_convert_signature_failure(tmp_path: Path, media: Path) -> None:
 
 def test_missing_signature_needs_insecure(tmp_path: Path, media: Path) -> None:
     build_host(tmp_path / "root")
-    proc = x2n("--root", tmp_path / "root", "convert", "--yes", "--build-only", "--pxe",
-               media / "pxe", "-i", media / "user.ign", check=False)
+    proc = x2n(
+        "--root",
+        tmp_path / "root",
+        "convert",
+        "--yes",
+        "--build-only",
+        "--pxe",
+        media / "pxe",
+        "-i",
+        media / "user.ign",
+        check=False,
+    )
     assert _one_error(proc).startswith("Error: no signature ")
     assert "hint: put the detached .sig next to it, or pass --insecure" in proc.stderr
 
 
 def test_fake_root_refuses_kexec(tmp_path: Path, media: Path) -> None:
     build_host(tmp_path / "root")
-    proc = x2n("--root", tmp_path / "root", "convert", "--stage-only", "--insecure", "--pxe",
-               media / "pxe", "-i", media / "user.ign", check=False)
+    proc = x2n(
+        "--root",
+        tmp_path / "root",
+        "convert",
+        "--stage-only",
+        "--insecure",
+        "--pxe",
+        media / "pxe",
+        "-i",
+        media / "user.ign",
+        check=False,
+    )
     assert "is for inspection only" in _one_error(proc)
     proc = x2n("--root", tmp_path / "root", "unload", check=False)
     assert "is for inspection only" in _one_error(proc)
@@ -158,8 +242,16 @@ def test_fake_root_refuses_kexec(tmp_path: Path, media: Path) -> None:
 
 def test_usage_errors(tmp_path: Path, media: Path) -> None:
     build_host(tmp_path / "root")
-    proc = x2n("--root", tmp_path / "root", "plan", "--iso", media / "live.iso", "--pxe",
-               media / "pxe", check=False)
+    proc = x2n(
+        "--root",
+        tmp_path / "root",
+        "plan",
+        "--iso",
+        media / "live.iso",
+        "--pxe",
+        media / "pxe",
+        check=False,
+    )
     assert _one_error(proc) == "Error: give only one of --iso, --pxe, --stream"
     assert proc.returncode == 2
     proc = x2n("--root", tmp_path / "root", "plan", "--carry", "passwords", check=False)

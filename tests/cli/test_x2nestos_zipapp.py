@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from fixtures.hostfacts.hosttree import build_host, build_pxe
 from helpers.capabilities import require_tools
 
@@ -20,8 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pyz") / "x2nestos.pyz"
-    subprocess.run([sys.executable, str(REPO / "packaging/zipapp/build_pyz.py"), "-o", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "packaging/zipapp/build_pyz.py"), "-o", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -50,8 +54,13 @@ def test_contents_are_stdlib_only(pyz: Path) -> None:
 
 def test_help_in_isolated_mode(pyz: Path) -> None:
     for flags in (["-I"], ["-I", "-S"]):
-        proc = subprocess.run([python3(), *flags, str(pyz), "--help"], check=False,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [python3(), *flags, str(pyz), "--help"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         assert "usage: x2nestos" in proc.stdout and "convert" in proc.stdout
 
@@ -63,14 +72,49 @@ def test_doctor_json_on_fake_root(pyz: Path, tmp_path: Path, interp: str) -> Non
     build_pxe(tmp_path / "pxe")
     ign = tmp_path / "u.ign"
     ign.write_text('{"ignition":{"version":"3.3.0"}}')
-    proc = subprocess.run([interp, "-I", "-S", str(pyz), "--root", str(tmp_path / "root"),
-                           "doctor", "--json", "--pxe", str(tmp_path / "pxe"), "-i", str(ign)],
-                          check=False, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            interp,
+            "-I",
+            "-S",
+            str(pyz),
+            "--root",
+            str(tmp_path / "root"),
+            "doctor",
+            "--json",
+            "--pxe",
+            str(tmp_path / "pxe"),
+            "-i",
+            str(ign),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     d = json.loads(proc.stdout)
     assert d["ok"] and d["target"]["stable-path"] == "/dev/disk/by-id/virtio-x2n-test-disk"
-    bad = subprocess.run([interp, "-I", "-S", str(pyz), "--root", str(tmp_path / "root"),
-                          "convert", "--yes", "--build-only", "--iso", str(tmp_path / "no.iso"),
-                          "-i", str(ign)], check=False, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [
+            interp,
+            "-I",
+            "-S",
+            str(pyz),
+            "--root",
+            str(tmp_path / "root"),
+            "convert",
+            "--yes",
+            "--build-only",
+            "--iso",
+            str(tmp_path / "no.iso"),
+            "-i",
+            str(ign),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1
     assert bad.stderr.splitlines()[0].startswith("Error: artifacts: ISO ")

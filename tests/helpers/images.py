@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from nestos_demo.build import Artifacts, build
-from nestos_demo.qemu import BootResult, boot, parse_markers
 
 from helpers.capabilities import require_tools
+from nestos_demo.build import Artifacts, build
+from nestos_demo.qemu import BootResult, boot, parse_markers
 
 __all__ = ["Artifacts", "BootResult", "boot", "demo_artifacts", "parse_markers", "BUILD_TOOLS"]
 

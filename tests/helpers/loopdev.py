@@ -12,7 +12,7 @@ from helpers.capabilities import require_loop
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True)
+    return subprocess.run(argv, check=False, capture_output=True, text=True)
 
 
 def detach(dev: str) -> None:

@@ -18,7 +18,8 @@ def console_script(name: str) -> str:
     exe = BIN / name
     if not exe.exists():
         raise FileNotFoundError(
-            f"{name} is not installed beside {sys.executable}: run the README's test command")
+            f"{name} is not installed beside {sys.executable}: run the README's test command"
+        )
     return str(exe)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
+
 from helpers.capabilities import require_tools
 from helpers.httpserver import TestServer
 from helpers.images import demo_artifacts  # noqa: F401  (session fixture)
@@ -25,8 +26,13 @@ MIB = 1 << 20
 
 
 def installer(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "nestos_installer", "install", *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nestos_installer", "install", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -44,7 +50,7 @@ def mounted_boot(dev: str) -> Iterator[Path]:
 
 
 def gpt_names(dev: str) -> List[str]:
-    out = subprocess.run(["sfdisk", "--json", dev], capture_output=True, text=True)
+    out = subprocess.run(["sfdisk", "--json", dev], check=False, capture_output=True, text=True)
     if out.returncode != 0:
         return []
     return [p.get("name", "") for p in json.loads(out.stdout)["partitiontable"]["partitions"]]
@@ -65,9 +71,21 @@ def fill(dev: str, pattern: bytes, length: int = 2 * MIB) -> None:
 def test_install_from_file(demo_artifacts, tmp_path):  # noqa: F811
     a = demo_artifacts
     with loop_disk(tmp_path / "disk.img", 256 * MIB) as dev:
-        proc = installer("--image-file", str(a.raw_xz), "--keyring", str(a.public_key),
-                         "--ignition-file", str(a.ignition), "--append-karg", "nestos.test=1",
-                         "--delete-karg", "panic=1", "--progress", "plain", dev)
+        proc = installer(
+            "--image-file",
+            str(a.raw_xz),
+            "--keyring",
+            str(a.public_key),
+            "--ignition-file",
+            str(a.ignition),
+            "--append-karg",
+            "nestos.test=1",
+            "--delete-karg",
+            "panic=1",
+            "--progress",
+            "plain",
+            dev,
+        )
         assert proc.returncode == 0, proc.stderr
         assert "Install complete." in proc.stderr
         assert "Verified signature" in proc.stderr
@@ -90,8 +108,9 @@ def test_install_from_file(demo_artifacts, tmp_path):  # noqa: F811
 def _unwritten_extents(path: Path) -> List[Tuple[int, int]]:
     """Byte ranges of `path` that its filesystem holds as allocated-but-unwritten extents
     (what fallocate ZERO_RANGE leaves: reads return zeros, no data was written)."""
-    out = subprocess.run(["filefrag", "-v", "-b4096", str(path)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["filefrag", "-v", "-b4096", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     found = []
     for line in out.splitlines():
         m = re.match(r"\s*\d+:\s+(\d+)\.\.\s*(\d+):", line)
@@ -107,7 +126,7 @@ def test_zero_mibs_are_zeroed_by_the_disk_not_written(demo_artifacts, tmp_path):
     require_tools("filefrag")
     a = demo_artifacts
     raw = a.raw.read_bytes()
-    zero_mibs = [i for i in range(len(raw) // MIB) if raw[i * MIB:(i + 1) * MIB] == bytes(MIB)]
+    zero_mibs = [i for i in range(len(raw) // MIB) if raw[i * MIB : (i + 1) * MIB] == bytes(MIB)]
     assert len(zero_mibs) >= 8, "the demo image has unused space"
     backing = tmp_path / "disk.img"
     with loop_disk(backing, 96 * MIB) as dev:
@@ -118,8 +137,9 @@ def test_zero_mibs_are_zeroed_by_the_disk_not_written(demo_artifacts, tmp_path):
         assert read_at(dev, 0, len(raw)) == raw  # byte for byte, zeros included
         assert read_at(dev, len(raw), MIB) == b"old-data" * (MIB // 8)  # past the image: kept
     unwritten = _unwritten_extents(backing)
-    fs = subprocess.run(["stat", "-f", "-c", "%T", str(backing)], capture_output=True,
-                        text=True).stdout.strip()
+    fs = subprocess.run(
+        ["stat", "-f", "-c", "%T", str(backing)], check=False, capture_output=True, text=True
+    ).stdout.strip()
     assert unwritten, f"no unwritten extents in the loop file on {fs}: zeros were written"
     for i in zero_mibs[1:]:  # the first MiB is written last, by pwrite, with the rest of it
         assert any(lo <= i * MIB and (i + 1) * MIB <= hi for lo, hi in unwritten), i
@@ -130,8 +150,15 @@ def test_install_from_http(demo_artifacts, tmp_path):  # noqa: F811
     with TestServer() as srv, loop_disk(tmp_path / "disk.img", 256 * MIB) as dev:
         url = srv.add("img/metal.raw.xz", a.raw_xz)
         srv.add("img/metal.raw.xz.sig", a.raw_xz_sig)
-        proc = installer("--image-url", url, "--keyring", str(a.public_key),
-                         "--ignition-file", str(a.ignition), dev)
+        proc = installer(
+            "--image-url",
+            url,
+            "--keyring",
+            str(a.public_key),
+            "--ignition-file",
+            str(a.ignition),
+            dev,
+        )
         assert proc.returncode == 0, proc.stderr
         assert f"Downloading image from {url}" in proc.stderr
         with mounted_boot(dev) as boot:
@@ -267,13 +294,12 @@ def test_preserve_on_error_keeps_what_was_written(demo_artifacts, tmp_path):  # 
         # An earlier install's table, primary and backup: both must be gone before streaming.
         subprocess.run(["sfdisk", "-q", dev], input=b"label: gpt\n,64M\n", check=True)
         assert read_at(dev, 256 * MIB - 512, 8) == b"EFI PART"
-        proc = installer("-f", str(img), "--keyring", str(a.public_key), "--preserve-on-error",
-                         dev)
+        proc = installer("-f", str(img), "--keyring", str(a.public_key), "--preserve-on-error", dev)
         assert proc.returncode != 0
         assert "Preserving partition table as requested" in proc.stderr
         raw = a.raw.read_bytes()
         # everything after the first MiB is on disk; the first MiB was never committed
-        assert read_at(dev, MIB, 4 * MIB) == raw[MIB:5 * MIB]
+        assert read_at(dev, MIB, 4 * MIB) == raw[MIB : 5 * MIB]
         assert read_at(dev, 0, MIB) == bytes(MIB)
         assert read_at(dev, 256 * MIB - 33 * 512, 33 * 512) == bytes(33 * 512)  # no backup GPT
 
@@ -293,8 +319,7 @@ def test_invalid_ignition_refused_before_writing(demo_artifacts, tmp_path):  # n
     bad.write_text('{"ignition": {"version": "3.3.0"}')
     with loop_disk(tmp_path / "disk.img", 256 * MIB) as dev:
         fill(dev, b"keep")
-        proc = installer("-f", str(a.raw_xz), "--keyring", str(a.public_key),
-                         "-i", str(bad), dev)
+        proc = installer("-f", str(a.raw_xz), "--keyring", str(a.public_key), "-i", str(bad), dev)
         assert proc.returncode != 0
         assert "parsing specified Ignition config" in proc.stderr
         assert read_at(dev, 0, 8) == b"keepkeep"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
+
 from helpers.httpserver import TestServer
 from helpers.images import demo_artifacts  # noqa: F401
 from helpers.loopdev import loop_disk, read_at
@@ -26,12 +27,17 @@ DATA_UUID = "5A4E8A7C-1B2D-4E3F-9A0B-123456789ABC"
 
 
 def installer(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nestos_installer", "install", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "nestos_installer", "install", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def table(dev: str) -> List[Dict[str, str]]:
-    out = subprocess.run(["sfdisk", "--json", dev], capture_output=True, text=True)
+    out = subprocess.run(["sfdisk", "--json", dev], check=False, capture_output=True, text=True)
     if out.returncode != 0:
         return []
     return list(json.loads(out.stdout)["partitiontable"]["partitions"])
@@ -49,16 +55,23 @@ def mounted(part: str) -> Iterator[Path]:
 
 def add_data_partition(dev: str, index: int = 9) -> None:
     """A `data` partition at 200 MiB with attributes and a file, as a user would have."""
-    proc = subprocess.run(["sfdisk", "--dump", dev], capture_output=True, text=True)
+    proc = subprocess.run(["sfdisk", "--dump", dev], check=False, capture_output=True, text=True)
     dump = proc.stdout if proc.returncode == 0 else "label: gpt\n"
     lines = [ln for ln in dump.splitlines() if ln and not ln.startswith(("last-lba", "device"))]
     # sfdisk takes the partition number from the device name (`-N` would pick the next free)
-    lines.append(f"{dev}p{index} : start={200 * MIB // 512}, size={32 * MIB // 512}, "
-                 f'type={LINUX}, uuid={DATA_UUID}, name="data", attrs="GUID:60"')
-    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", dev],
-                   input="\n".join(lines) + "\n", text=True, check=True, capture_output=True)
-    subprocess.run(["partx", "-u", dev], capture_output=True)
-    subprocess.run(["partx", "-a", dev], capture_output=True)
+    lines.append(
+        f"{dev}p{index} : start={200 * MIB // 512}, size={32 * MIB // 512}, "
+        f'type={LINUX}, uuid={DATA_UUID}, name="data", attrs="GUID:60"'
+    )
+    subprocess.run(
+        ["sfdisk", "--no-reread", "--no-tell-kernel", "-q", dev],
+        input="\n".join(lines) + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["partx", "-u", dev], check=False, capture_output=True)
+    subprocess.run(["partx", "-a", dev], check=False, capture_output=True)
     part = [p["node"] for p in table(dev) if p.get("name") == "data"][0]
     subprocess.run(["mkfs.ext4", "-q", "-L", "data", part], check=True)
     with mounted(part) as m:
@@ -123,8 +136,12 @@ def test_save_collision_refused_before_writing(demo_artifacts, tmp_path):  # noq
 
 def test_bad_partition_filters(demo_artifacts, tmp_path):  # noqa: F811
     a = demo_artifacts
-    cases = {"0": "partition index cannot be zero", "-": "cannot be open",
-             "3-2": "cannot be greater than end", "1x": "couldn't parse partition index"}
+    cases = {
+        "0": "partition index cannot be zero",
+        "-": "cannot be open",
+        "3-2": "cannot be greater than end",
+        "1x": "couldn't parse partition index",
+    }
     for value, message in cases.items():
         proc = installer(*base_args(a), "--save-partindex", value, "/dev/null")
         assert proc.returncode != 0 and message in proc.stderr, (value, proc.stderr)
@@ -134,12 +151,22 @@ def test_config_files_merge_and_firstboot_survives(demo_artifacts, tmp_path):  #
     a = demo_artifacts
     with loop_disk(tmp_path / "d.img", 256 * MIB) as dev:
         c1 = tmp_path / "1.yaml"
-        c1.write_text(f"dest-device: {dev}\nimage-file: {a.raw_xz}\nkeyring: [{a.public_key}]\n"
-                      "append-karg: [from.file=1]\nplatform: openstack\n")
+        c1.write_text(
+            f"dest-device: {dev}\nimage-file: {a.raw_xz}\nkeyring: [{a.public_key}]\n"
+            "append-karg: [from.file=1]\nplatform: openstack\n"
+        )
         c2 = tmp_path / "2.yaml"
         c2.write_text("append-karg: [from.file=2]\nplatform: qemu\n")
-        proc = installer("--config-file", str(c1), "--config-file", str(c2),
-                         "--append-karg", "from.cli=3", "--firstboot-args", "ip=dhcp")
+        proc = installer(
+            "--config-file",
+            str(c1),
+            "--config-file",
+            str(c2),
+            "--append-karg",
+            "from.cli=3",
+            "--firstboot-args",
+            "ip=dhcp",
+        )
         assert proc.returncode == 0, proc.stderr
         assert "Setting platform to qemu" in proc.stderr
         boot = [p["node"] for p in table(dev) if p["name"] == "boot"][0]
@@ -148,7 +175,8 @@ def test_config_files_merge_and_firstboot_survives(demo_artifacts, tmp_path):  #
             assert "from.file=1 from.file=2 from.cli=3" in entry
             assert "ignition.platform.id=qemu" in entry
             assert (m / "ignition.firstboot").read_text() == (
-                'set ignition_network_kcmdline="ip=dhcp"\n')
+                'set ignition_network_kcmdline="ip=dhcp"\n'
+            )
 
 
 def test_config_file_errors(demo_artifacts, tmp_path):  # noqa: F811
@@ -223,8 +251,9 @@ def test_plan_writes_nothing(demo_artifacts, tmp_path):  # noqa: F811
     with loop_disk(tmp_path / "d.img", 256 * MIB) as dev:
         with open(dev, "r+b") as f:
             f.write(b"keep")
-        proc = installer(*base_args(a), "--plan", "--append-karg", "x=1", "--console",
-                         "ttyS0,115200n8", dev)
+        proc = installer(
+            *base_args(a), "--plan", "--append-karg", "x=1", "--console", "ttyS0,115200n8", dev
+        )
         assert proc.returncode == 0, proc.stderr
         assert f"target:      {dev}" in proc.stdout
         assert f"file {a.raw_xz}" in proc.stdout

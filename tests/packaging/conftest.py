@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers.capabilities import require_tools
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,8 +22,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_tools("dpkg-buildpackage", "dh", "rpmbuild", "man")
     out = tmp_path_factory.mktemp("pkgbuild")
     env = dict(os.environ, PYTHON=sys.executable, SOURCE_DATE_EPOCH="1700000000")
-    proc = subprocess.run([str(REPO / "packaging" / "build.sh"), "-o", str(out), "--deb",
-                           "--rpm"], env=env, check=False, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [str(REPO / "packaging" / "build.sh"), "-o", str(out), "--deb", "--rpm"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out

@@ -14,9 +14,9 @@ from typing import List
 
 import click
 import pytest
+
 from nestos_installer.cli import cli as installer_cli
 from nestos_installer.config import ALL_KEYS, parse_file
-
 from x2nestos.cli import parser as x2nestos_parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,8 +51,14 @@ def test_man_page_for_every_command(built: Path) -> None:
     env = dict(os.environ, MANWIDTH="100", LC_ALL="C.UTF-8")
     for cmd in cmds:
         page = built / "man" / ("-".join(cmd) + ".8")
-        proc = subprocess.run(["man", "-l", str(page)], env=env, check=False, capture_output=True,
-                              text=True, timeout=30)
+        proc = subprocess.run(
+            ["man", "-l", str(page)],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert proc.returncode == 0, proc.stderr
         text = re.sub(r".\x08", "", proc.stdout)
         assert "SYNOPSIS" in text and " ".join(cmd) in text, page.name
@@ -70,15 +76,29 @@ def test_completions(built: Path) -> None:
     comp = built / "completions"
     bash = (comp / "nestos-installer.bash").read_text()
     assert "_NESTOS_INSTALLER_COMPLETE=bash_complete" in bash
-    assert "compdef _nestos_installer_completion nestos-installer" in (
-        comp / "nestos-installer.zsh").read_text()
-    assert "complete --no-files --command nestos-installer" in (
-        comp / "nestos-installer.fish").read_text()
+    assert (
+        "compdef _nestos_installer_completion nestos-installer"
+        in (comp / "nestos-installer.zsh").read_text()
+    )
+    assert (
+        "complete --no-files --command nestos-installer"
+        in (comp / "nestos-installer.fish").read_text()
+    )
     # the bash script completes subcommands through the installed entry point
-    env = dict(os.environ, COMP_WORDS="nestos-installer is", COMP_CWORD="1",
-               _NESTOS_INSTALLER_COMPLETE="bash_complete")
-    proc = subprocess.run([sys.executable, "-c", "from nestos_installer.cli import main; main()"],
-                          env=env, check=False, capture_output=True, text=True, timeout=60)
+    env = dict(
+        os.environ,
+        COMP_WORDS="nestos-installer is",
+        COMP_CWORD="1",
+        _NESTOS_INSTALLER_COMPLETE="bash_complete",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", "from nestos_installer.cli import main; main()"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "plain,iso" in proc.stdout.split()
 
 
@@ -88,26 +108,55 @@ def test_wheel_in_clean_venv(built: Path, tmp_path: Path) -> None:
     assert len(wheels) == 1 and len(sdists) == 1
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
-                          "--disable-pip-version-check", str(wheels[0])],
-                         check=False, capture_output=True, text=True, timeout=300)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheels[0])],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stderr
-    ls = subprocess.run([str(venv / "bin" / "nestos-installer"), "list-stream", "-h"],
-                        check=False, capture_output=True, text=True, timeout=60)
+    ls = subprocess.run(
+        [str(venv / "bin" / "nestos-installer"), "list-stream", "-h"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ls.returncode == 0 and "Usage: nestos-installer list-stream" in ls.stdout, ls.stderr
-    doc = subprocess.run([str(venv / "bin" / "x2nestos"), "doctor", "-h"],
-                         check=False, capture_output=True, text=True, timeout=60)
+    doc = subprocess.run(
+        [str(venv / "bin" / "x2nestos"), "doctor", "-h"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert doc.returncode == 0 and "usage: x2nestos doctor" in doc.stdout, doc.stderr
     # the installed code is the wheel's, not this checkout's
-    where = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import nestos_installer; print(nestos_installer.__file__)"],
-                           check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    where = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import nestos_installer; print(nestos_installer.__file__)",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert where.stdout.startswith(str(venv)), where.stdout
 
 
 def test_zipapp_isolated(built: Path, tmp_path: Path) -> None:
-    proc = subprocess.run(["/usr/bin/python3", "-I", str(built / "x2nestos.pyz"), "--help"],
-                          check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-I", str(built / "x2nestos.pyz"), "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: x2nestos")
 

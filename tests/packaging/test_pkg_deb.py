@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from helpers.capabilities import require, require_tools
 from nestos_installer import __version__
 
@@ -24,8 +25,9 @@ APTOPTS = ('Acquire::Check-Valid-Until "false"', 'Acquire::Retries "3"')
 
 def base_tarball() -> Path:
     """mmdebstrap's bookworm base (apt variant + man-db), built once per input hash."""
-    version = subprocess.run(["mmdebstrap", "--version"], check=False, capture_output=True,
-                             text=True, timeout=60).stdout
+    version = subprocess.run(
+        ["mmdebstrap", "--version"], check=False, capture_output=True, text=True, timeout=60
+    ).stdout
     sources = SOURCES.read_text() if SOURCES.is_file() else ""
     key = hashlib.sha256("\n".join([SUITE, INCLUDE, sources, *APTOPTS, version]).encode())
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nestos-installer"
@@ -48,13 +50,25 @@ def base_tarball() -> Path:
 def in_chroot(root: Path, script: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     """Run `script` in the chroot, with /proc and /dev mounted in a private mount namespace
     (the mounts vanish with the namespace)."""
-    inner = (f"mount -t proc proc {root}/proc && mount --rbind /dev {root}/dev && "
-             f"exec chroot {root} /bin/sh -ec \"$0\"")
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
-           "LC_ALL": "C.UTF-8", "HOME": "/root", "MANWIDTH": "100"}
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", inner,
-                           script], env=env, check=False, capture_output=True, text=True,
-                          timeout=timeout)
+    inner = (
+        f"mount -t proc proc {root}/proc && mount --rbind /dev {root}/dev && "
+        f'exec chroot {root} /bin/sh -ec "$0"'
+    )
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "LC_ALL": "C.UTF-8",
+        "HOME": "/root",
+        "MANWIDTH": "100",
+    }
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-ec", inner, script],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +76,13 @@ def chroot(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     require(os.geteuid() == 0, "needs root (chroot, mount namespace)")
     require_tools("mmdebstrap", "unshare", "chroot")
     root = tmp_path_factory.mktemp("debroot")
-    untar = subprocess.run(["tar", "-C", str(root), "-xf", str(base_tarball())],
-                           check=False, capture_output=True, text=True, timeout=300)
+    untar = subprocess.run(
+        ["tar", "-C", str(root), "-xf", str(base_tarball())],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert untar.returncode == 0, untar.stderr
     debs = sorted(built.glob("*_all.deb"))
     assert {p.name.split("_")[0] for p in debs} == {"nestos-installer", "x2nestos"}
@@ -71,16 +90,22 @@ def chroot(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(deb, root / "tmp")
     shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
     names = " ".join(f"/tmp/{p.name}" for p in debs)
-    proc = in_chroot(root, "apt-get update -q && "
-                     f"apt-get install -y -q --no-install-recommends {names}", timeout=600)
+    proc = in_chroot(
+        root,
+        f"apt-get update -q && apt-get install -y -q --no-install-recommends {names}",
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root
 
 
 def test_cli_runs(chroot: Path) -> None:
     tools = ("gpgv", "gpg", "xz", "sfdisk", "wipefs", "mkfs.ext4", "kexec")
-    proc = in_chroot(chroot, "nestos-installer --version; x2nestos doctor -h; "
-                     f"for t in {' '.join(tools)}; do echo tool $(command -v $t); done")
+    proc = in_chroot(
+        chroot,
+        "nestos-installer --version; x2nestos doctor -h; "
+        f"for t in {' '.join(tools)}; do echo tool $(command -v $t); done",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == f"nestos-installer {__version__}"
@@ -118,4 +143,7 @@ run "quiet splash"
     assert proc.returncode == 0, proc.stderr
     post = "/usr/lib/systemd/system/nestos-installer-post.target"
     assert [line for line in proc.stdout.splitlines() if line.startswith("case:")] == [
-        f"case: {post} reboot", f"case: {post} noreboot", "case: none noreboot"]
+        f"case: {post} reboot",
+        f"case: {post} noreboot",
+        "case: none noreboot",
+    ]

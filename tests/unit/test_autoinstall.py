@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import pytest
+
 from helpers.tools import NESTOS_INSTALLER
 from nestos_installer import autoinstall
 from nestos_installer.autoinstall import Cmdline, OfflineImage, build_plan
@@ -29,8 +30,16 @@ def test_value_is_last_match_after_first_equals() -> None:
 
 @pytest.mark.parametrize(
     ("arg", "expected"),
-    [("k", True), ("k=1", True), ("k=yes", True), ("k=", False), ("k=0", False),
-     ("k=no", False), ("k=OFF", False), ("other=1", False)],
+    [
+        ("k", True),
+        ("k=1", True),
+        ("k=yes", True),
+        ("k=", False),
+        ("k=0", False),
+        ("k=no", False),
+        ("k=OFF", False),
+        ("other=1", False),
+    ],
 )
 def test_flag(arg: str, expected: bool) -> None:
     assert Cmdline.parse(f"console=ttyS0 {arg}").flag("k") is expected
@@ -49,19 +58,30 @@ def test_full_order_of_arguments(tmp_path: Path) -> None:
         [cfg],
     )
     assert got == [
-        "--config-file", str(cfg),
+        "--config-file",
+        str(cfg),
         "/dev/vda",
-        "--ignition-url", "http://h/c.ign", "--insecure-ignition",
-        "--append-karg", "rd.dasd=0.0.0100",
-        "--firstboot-args", "rd.neednet=1 ip=dhcp nameserver=1.1.1.1",
-        "--image-url", "http://h/i.raw.xz",
-        "--platform", "qemu",
-        "--stream", "testing",
-        "--save-partlabel", "data*",
-        "--save-partindex", "5-",
+        "--ignition-url",
+        "http://h/c.ign",
+        "--insecure-ignition",
+        "--append-karg",
+        "rd.dasd=0.0.0100",
+        "--firstboot-args",
+        "rd.neednet=1 ip=dhcp nameserver=1.1.1.1",
+        "--image-url",
+        "http://h/i.raw.xz",
+        "--platform",
+        "qemu",
+        "--stream",
+        "testing",
+        "--save-partlabel",
+        "data*",
+        "--save-partindex",
+        "5-",
         "--insecure",
         "--secure-ipl",
-        "--fetch-retries", "infinite",
+        "--fetch-retries",
+        "infinite",
     ]
 
 
@@ -72,11 +92,14 @@ def test_minimal_and_skip_url() -> None:
 
 def test_fork_typos_fixed() -> None:
     # the fork forwarded `nrstos.no_persist_ip` and read `coreos.inst.secure_ipl`
-    got = argv("nestos.inst.install_dev=/dev/vda nestos.no_persist_ip coreos.inst.secure_ipl=1 "
-               "nestos.force_persist_ip")
+    got = argv(
+        "nestos.inst.install_dev=/dev/vda nestos.no_persist_ip coreos.inst.secure_ipl=1 "
+        "nestos.force_persist_ip"
+    )
     assert "--firstboot-args" in got
     assert got[got.index("--firstboot-args") + 1] == (
-        "rd.neednet=1 nestos.no_persist_ip nestos.force_persist_ip")
+        "rd.neednet=1 nestos.no_persist_ip nestos.force_persist_ip"
+    )
     assert "--secure-ipl" not in got
 
 
@@ -137,8 +160,9 @@ def test_offline_image_found_and_used_without_source(tmp_path: Path) -> None:
     got = argv("nestos.inst.install_dev=/dev/vda", [], off)
     assert got[-4:] == ["--image-file", str(off.image), "--keyring", str(off.keyring)]
     # a karg source wins over the offline image
-    assert "--image-file" not in argv("nestos.inst.install_dev=/dev/vda nestos.inst.image_url=http://h/i",
-                                      [], off)
+    assert "--image-file" not in argv(
+        "nestos.inst.install_dev=/dev/vda nestos.inst.image_url=http://h/i", [], off
+    )
 
 
 def test_offline_image_not_used_when_config_names_a_source(tmp_path: Path) -> None:
@@ -162,17 +186,39 @@ def test_cli_dry_run(tmp_path: Path) -> None:
     cmdline.write_text("console=ttyS0 nestos.inst.install_dev=/dev/vda\n")
     exe = Path(NESTOS_INSTALLER)
     proc = subprocess.run(
-        [str(exe), "autoinstall", "--cmdline", str(cmdline), "--config-dir", str(tmp_path / "none"),
-         "--offline-dir", str(tmp_path / "none"), "--dry-run"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            str(exe),
+            "autoinstall",
+            "--cmdline",
+            str(cmdline),
+            "--config-dir",
+            str(tmp_path / "none"),
+            "--offline-dir",
+            str(tmp_path / "none"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "nestos-installer install /dev/vda --fetch-retries infinite"
     cmdline.write_text("console=ttyS0\n")
     proc = subprocess.run(
-        [str(exe), "autoinstall", "--cmdline", str(cmdline), "--config-dir", str(tmp_path / "none"),
-         "--dry-run"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            str(exe),
+            "autoinstall",
+            "--cmdline",
+            str(cmdline),
+            "--config-dir",
+            str(tmp_path / "none"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0 and "nothing to do" in proc.stdout
 
@@ -185,9 +231,20 @@ def test_cli_failed_install_keeps_config_and_says_so(tmp_path: Path) -> None:
     (conf / "10-a.yaml").write_text("insecure: true\n")
     exe = Path(NESTOS_INSTALLER)
     proc = subprocess.run(
-        [str(exe), "autoinstall", "--cmdline", str(cmdline), "--config-dir", str(conf),
-         "--offline-dir", str(tmp_path / "none")],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            str(exe),
+            "autoinstall",
+            "--cmdline",
+            str(cmdline),
+            "--config-dir",
+            str(conf),
+            "--offline-dir",
+            str(tmp_path / "none"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode != 0
     assert "INSTALL FAILED" in proc.stderr

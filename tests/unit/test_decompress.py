@@ -13,6 +13,7 @@ import threading
 from typing import Dict, List
 
 import pytest
+
 from helpers.capabilities import require_tools
 from nestos_installer.errors import FetchError, ImageFormatError, NestosError
 from nestos_installer.pipeline.decompress import (
@@ -289,6 +290,7 @@ def test_xz_trailing_data_larger_than_the_kept_window(blobs: Dict[str, bytes]) -
     the feeder kept, even when far more garbage than that window follows."""
     garbage = os.urandom(40 << 20)
     with pytest.raises(ImageFormatError, match=TRAILING):
-        with decompressed(BytesReader(blobs["xz-multiblock"] + garbage, chunk=1 << 20),
-                          use_cli=True) as r:
+        with decompressed(
+            BytesReader(blobs["xz-multiblock"] + garbage, chunk=1 << 20), use_cli=True
+        ) as r:
             read_all(r)

@@ -20,6 +20,7 @@ from typing import Optional
 
 import pycdlib
 import pytest
+
 from helpers.capabilities import require_tools
 from helpers.images import Artifacts, demo_artifacts, parse_markers  # noqa: F401
 from nestos_demo.build import build

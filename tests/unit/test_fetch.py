@@ -8,6 +8,7 @@ import time
 from typing import Iterator
 
 import pytest
+
 from helpers.httpserver import TestServer, TlsFiles
 from nestos_installer.errors import FetchError, UsageError
 from nestos_installer.fetch import USER_AGENT, Fetcher, FetchRetries, url_name
@@ -259,8 +260,9 @@ def test_https_needs_a_trusted_ca(tls: TlsFiles, data: bytes, no_ca_env: None) -
 
 
 @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
-def test_ca_bundle_from_environment(tls: TlsFiles, data: bytes, no_ca_env: None,
-                                    monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+def test_ca_bundle_from_environment(
+    tls: TlsFiles, data: bytes, no_ca_env: None, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
     monkeypatch.setenv(variable, str(tls.ca))
     with TestServer(tls=tls) as srv:
         url = srv.add("a", data)

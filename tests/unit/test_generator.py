@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import pytest
+
 from helpers.capabilities import require_tools
 from helpers.tools import NESTOS_INSTALLER
 
@@ -63,10 +64,15 @@ def test_config_dir_alone_triggers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("karg", "reboot"),
-    [("nestos.inst.skip_reboot", False), ("nestos.inst.skip_reboot=1", False),
-     ("nestos.inst.skip_reboot=0", True), ("nestos.inst.skip_reboot=off", True),
-     ("nestos.inst.skip_reboot=NO", True), ("nestos.inst.skip_reboot=", True),
-     ("nestos.inst.skip_reboot=yes nestos.inst.skip_reboot=0", True)],
+    [
+        ("nestos.inst.skip_reboot", False),
+        ("nestos.inst.skip_reboot=1", False),
+        ("nestos.inst.skip_reboot=0", True),
+        ("nestos.inst.skip_reboot=off", True),
+        ("nestos.inst.skip_reboot=NO", True),
+        ("nestos.inst.skip_reboot=", True),
+        ("nestos.inst.skip_reboot=yes nestos.inst.skip_reboot=0", True),
+    ],
 )
 def test_skip_reboot(tmp_path: Path, karg: str, reboot: bool) -> None:
     units = generate(tmp_path, f"nestos.inst.install_dev=/dev/vda {karg} data*")
@@ -96,18 +102,29 @@ def test_units_verify(tmp_path: Path) -> None:
     assert "nestos-installer.service" in names and "nestos-installer-post.target" in names
     for name in names:
         text = (SYSTEMD / name).read_text()
-        text = text.replace("/usr/libexec/", f"{SYSTEMD}/").replace("/usr/bin/nestos-installer",
-                                                                     str(exe))
+        text = text.replace("/usr/libexec/", f"{SYSTEMD}/").replace(
+            "/usr/bin/nestos-installer", str(exe)
+        )
         (tmp_path / name).write_text(text)
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *names],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
 
 
 def test_post_target_graph() -> None:
     post = (SYSTEMD / "nestos-installer-post.target").read_text()
-    for unit in ("nestos-installer.target", "nestos-installer-reboot.service",
-                 "nestos-installer-noreboot.service", "nestos-installer-secure-ipl-reboot.service"):
+    for unit in (
+        "nestos-installer.target",
+        "nestos-installer-reboot.service",
+        "nestos-installer-noreboot.service",
+        "nestos-installer-secure-ipl-reboot.service",
+    ):
         assert f"Requires={unit}" in post
     service = (SYSTEMD / "nestos-installer.service").read_text()
     assert "OnFailure=emergency.target" in service
@@ -124,18 +141,29 @@ def test_live_init_applies_embedded_config(tmp_path: Path) -> None:
     from nestos_demo import liveinit
 
     yaml_text = b"dest-device: /dev/vda\n"
-    unit = "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n[Install]\n" \
-           "RequiredBy=nestos-installer.target\nWantedBy=a.target b.target\n"
+    unit = (
+        "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n[Install]\n"
+        "RequiredBy=nestos-installer.target\nWantedBy=a.target b.target\n"
+    )
     config = {
         "ignition": {"version": "3.3.0"},
-        "storage": {"files": [
-            {"path": "/etc/nestos/installer.d/0000-customize.yaml", "mode": 0o600,
-             "contents": {"compression": "gzip", "source": "data:;base64,"
-                          + base64.b64encode(gzip.compress(yaml_text)).decode()}},
-            {"path": "/etc/nestos/plain", "contents": {"source": "data:,a%20b"}},
-        ]},
-        "systemd": {"units": [{"name": "post-install-x.service", "contents": unit,
-                               "enabled": True}]},
+        "storage": {
+            "files": [
+                {
+                    "path": "/etc/nestos/installer.d/0000-customize.yaml",
+                    "mode": 0o600,
+                    "contents": {
+                        "compression": "gzip",
+                        "source": "data:;base64,"
+                        + base64.b64encode(gzip.compress(yaml_text)).decode(),
+                    },
+                },
+                {"path": "/etc/nestos/plain", "contents": {"source": "data:,a%20b"}},
+            ]
+        },
+        "systemd": {
+            "units": [{"name": "post-install-x.service", "contents": unit, "enabled": True}]
+        },
     }
     done = liveinit.apply(config, tmp_path)
     conf = tmp_path / "etc/nestos/installer.d/0000-customize.yaml"
@@ -146,8 +174,13 @@ def test_live_init_applies_embedded_config(tmp_path: Path) -> None:
     assert (units / "post-install-x.service").read_text() == unit
     for d in ("nestos-installer.target.requires", "a.target.wants", "b.target.wants"):
         assert os.readlink(units / d / "post-install-x.service") == "../post-install-x.service"
-    assert done == ["file /etc/nestos/installer.d/0000-customize.yaml", "file /etc/nestos/plain",
-                    "unit post-install-x.service"]
+    assert done == [
+        "file /etc/nestos/installer.d/0000-customize.yaml",
+        "file /etc/nestos/plain",
+        "unit post-install-x.service",
+    ]
     with pytest.raises(ValueError):
-        liveinit.apply({"storage": {"files": [{"path": "/etc/../../x",
-                                               "contents": {"source": "data:,"}}]}}, tmp_path)
+        liveinit.apply(
+            {"storage": {"files": [{"path": "/etc/../../x", "contents": {"source": "data:,"}}]}},
+            tmp_path,
+        )

@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import pytest
+
 from fixtures.initrd.gen_initrds import build_all, gnu_cpio, raw_cpio
 from helpers.capabilities import require_tools
 from nestos_installer.errors import ImageFormatError
@@ -44,8 +45,14 @@ def test_padded_names(initrds):
 
 def test_glob_filter(initrds):
     ird = Initrd.from_bytes(read(initrds["compressed.img"]), globs=["*hello", "zstd/*"])
-    assert ird.paths() == ["gzip/hello", "tail/hello", "uncompressed/hello", "xz/hello",
-                           "zstd/hello", "zstd/world"]
+    assert ird.paths() == [
+        "gzip/hello",
+        "tail/hello",
+        "uncompressed/hello",
+        "xz/hello",
+        "zstd/hello",
+        "zstd/world",
+    ]
     assert glob_match("a/b/c", ["a*c"]) and not glob_match("a/b", ["b*"])
 
 
@@ -80,12 +87,17 @@ def test_writer_directory_order_and_gnu_cpio(tmp_path):
     files = ["a/b/c/d", "a/b/e", "c/f", "c/g", "d", "a/b/c/x"]
     ird = Initrd({p: p.encode() * 3 for p in files})
     cpio = ird.to_cpio()
-    listing = subprocess.run(["cpio", "-t", "--quiet"], input=cpio, capture_output=True,
-                             check=True).stdout.decode().split()
-    assert listing == ["a", "a/b", "a/b/c", "a/b/c/d", "a/b/c/x", "a/b/e", "c", "c/f", "c/g",
-                       "d"]
-    verbose = subprocess.run(["cpio", "-tv", "--quiet"], input=cpio, capture_output=True,
-                             check=True).stdout.decode().splitlines()
+    listing = (
+        subprocess.run(["cpio", "-t", "--quiet"], input=cpio, capture_output=True, check=True)
+        .stdout.decode()
+        .split()
+    )
+    assert listing == ["a", "a/b", "a/b/c", "a/b/c/d", "a/b/c/x", "a/b/e", "c", "c/f", "c/g", "d"]
+    verbose = (
+        subprocess.run(["cpio", "-tv", "--quiet"], input=cpio, capture_output=True, check=True)
+        .stdout.decode()
+        .splitlines()
+    )
     assert verbose[0].startswith("drwxr-xr-x") and verbose[3].startswith("-rw-------")
     out = tmp_path / "x"
     out.mkdir()
@@ -111,8 +123,9 @@ def test_reader_accepts_gnu_cpio_output():
 def test_zstd_frame_end(initrds):
     require_tools("zstd")
     payload = os.urandom(5000) + bytes(100000)
-    frame = subprocess.run(["zstd", "-q", "-c"], input=payload, capture_output=True,
-                           check=True).stdout
+    frame = subprocess.run(
+        ["zstd", "-q", "-c"], input=payload, capture_output=True, check=True
+    ).stdout
     assert zstd_frame_end(frame + b"trailing", 0) == len(frame)
     with pytest.raises(ImageFormatError, match="truncated zstd"):
         zstd_frame_end(frame[:-3], 0)

@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import pytest
+
 from fixtures.iso.gen_isos import build
 from helpers.capabilities import require_tools
 from nestos_installer.errors import ImageFormatError, NotFound, UsageError
@@ -41,15 +42,17 @@ def test_descriptors_and_volume_id(isos):
         img = IsoImage(fp)
         assert img.volume_id == "nestos-fixture"
         assert img.descriptors[0]["type"] == "primary"
-        assert [r for r in img.records() if r.startswith("DIR1/")][:2] == \
-            ["DIR1/FILE20.TXT", "DIR1/FILE21.TXT"]
+        assert [r for r in img.records() if r.startswith("DIR1/")][:2] == [
+            "DIR1/FILE20.TXT",
+            "DIR1/FILE21.TXT",
+        ]
         img.close()
 
 
 def test_incomplete_iso(isos, tmp_path):
     p = tmp_path / "cut.iso"
     with open(isos["synthetic"], "rb") as f:
-        p.write_bytes(f.read()[:100 * 2048])
+        p.write_bytes(f.read()[: 100 * 2048])
     with open(p, "rb") as fp, pytest.raises(ImageFormatError, match="ISO image is incomplete"):
         IsoImage(fp)
 
@@ -64,7 +67,7 @@ def test_legacy_karg_header_and_s390x_areas(isos):
         cd = iso.iso.lookup("images/cdboot.img")
         assert iso.initrd_area.offset == cd.offset + 132096
         assert iso.kargs is not None and iso.kargs.areas[0].pad == b"\0"
-        (off, data), = iso.kargs_writes("a b")
+        ((off, data),) = iso.kargs_writes("a b")
         assert off == cd.offset + 66688 and data == b"a b\0" + bytes(896 - 4)
     with open(isos["2020-09"], "rb") as fp:
         iso = LiveIso(fp)
@@ -101,16 +104,22 @@ def _custom_iso(tmp_path, igninfo=None, kargs=None, files=None):
     if kargs is not None:
         (root / "nestos" / "kargs.json").write_text(json.dumps(kargs))
     out = tmp_path / "h.iso"
-    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-R", "-o", str(out), str(root)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["xorriso", "-as", "mkisofs", "-quiet", "-R", "-o", str(out), str(root)],
+        check=True,
+        capture_output=True,
+    )
     return str(out)
 
 
-@pytest.mark.parametrize("igninfo", [
-    {"file": "images/ignition.img", "offset": 4000, "length": 200},
-    {"file": "images/ignition.img", "offset": -1},
-    {"file": "images/ignition.img", "length": 1 << 40},
-])
+@pytest.mark.parametrize(
+    "igninfo",
+    [
+        {"file": "images/ignition.img", "offset": 4000, "length": 200},
+        {"file": "images/ignition.img", "offset": -1},
+        {"file": "images/ignition.img", "length": 1 << 40},
+    ],
+)
 def test_hostile_igninfo(tmp_path, igninfo):
     require_tools("xorriso")
     with open(_custom_iso(tmp_path, igninfo=igninfo), "rb") as fp:
@@ -118,16 +127,21 @@ def test_hostile_igninfo(tmp_path, igninfo):
             assert LiveIso(fp).initrd_area is None  # raises before this
 
 
-@pytest.mark.parametrize("kargs,msg", [
-    ({"default": "a", "files": [{"path": "grub.cfg", "offset": 2990}], "size": 100},
-     "outside"),
-    ({"default": "a", "files": [{"path": "grub.cfg", "offset": 0}], "size": 4096},
-     "larger than 2048"),
-    ({"default": "a", "files": [{"path": "missing.cfg", "offset": 0}], "size": 10},
-     "not found"),
-    ({"default": "a" * 20, "files": [{"path": "grub.cfg", "offset": 0}], "size": 10},
-     "longer"),
-])
+@pytest.mark.parametrize(
+    "kargs,msg",
+    [
+        ({"default": "a", "files": [{"path": "grub.cfg", "offset": 2990}], "size": 100}, "outside"),
+        (
+            {"default": "a", "files": [{"path": "grub.cfg", "offset": 0}], "size": 4096},
+            "larger than 2048",
+        ),
+        (
+            {"default": "a", "files": [{"path": "missing.cfg", "offset": 0}], "size": 10},
+            "not found",
+        ),
+        ({"default": "a" * 20, "files": [{"path": "grub.cfg", "offset": 0}], "size": 10}, "longer"),
+    ],
+)
 def test_hostile_kargs_json(tmp_path, kargs, msg):
     require_tools("xorriso")
     with open(_custom_iso(tmp_path, kargs=kargs), "rb") as fp:

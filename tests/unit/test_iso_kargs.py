@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nestos_installer.errors import UsageError
 from nestos_installer.kargs import edit_kargs, parse_replace
 
@@ -23,8 +24,7 @@ def test_append_and_strip():
 
 
 def test_replace_matches_whole_karg_only():
-    assert edit_kargs("foo=oldval foo=oldval2", replace=["foo=oldval=new"]) == \
-        "foo=new foo=oldval2"
+    assert edit_kargs("foo=oldval foo=oldval2", replace=["foo=oldval=new"]) == "foo=new foo=oldval2"
 
 
 @pytest.mark.parametrize("bad", ["foo", "foo=bar", "a=b=c=d", "=a=b"])

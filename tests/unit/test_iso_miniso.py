@@ -7,6 +7,7 @@ import io
 import lzma
 
 import pytest
+
 from nestos_installer.errors import ImageFormatError
 from nestos_installer.live.miniso import Entry, MinisoData, decode, encode, unpack
 
@@ -15,11 +16,15 @@ def _data(full: bytes, minimal: bytes, table):
     packed = bytearray()
     pos = 0
     for e in table:
-        packed += minimal[pos:e.minimal * 2048]
+        packed += minimal[pos : e.minimal * 2048]
         pos = e.minimal * 2048 + e.length
     packed += minimal[pos:]
-    return MinisoData("0.20.0", tuple(table), hashlib.sha256(minimal).digest(),
-                      lzma.compress(bytes(packed), check=lzma.CHECK_CRC32))
+    return MinisoData(
+        "0.20.0",
+        tuple(table),
+        hashlib.sha256(minimal).digest(),
+        lzma.compress(bytes(packed), check=lzma.CHECK_CRC32),
+    )
 
 
 def test_varint_boundaries_roundtrip():
@@ -49,11 +54,11 @@ def test_unpack_and_digest():
         unpack(d, io.BytesIO(bad_full), len(bad_full), io.BytesIO())
 
 
-@pytest.mark.parametrize("table", [[Entry(1, 100, 2048)], [Entry(3, 1, 10), Entry(1, 1, 10)],
-                                   [Entry(10 ** 6, 1, 10)]])
+@pytest.mark.parametrize(
+    "table", [[Entry(1, 100, 2048)], [Entry(3, 1, 10), Entry(1, 1, 10)], [Entry(10**6, 1, 10)]]
+)
 def test_hostile_tables(table):
     full = bytes(8192)
-    d = MinisoData("x", tuple(table), bytes(32),
-                   lzma.compress(bytes(4096), check=lzma.CHECK_CRC32))
+    d = MinisoData("x", tuple(table), bytes(32), lzma.compress(bytes(4096), check=lzma.CHECK_CRC32))
     with pytest.raises(ImageFormatError):
         unpack(d, io.BytesIO(full), len(full), io.BytesIO())

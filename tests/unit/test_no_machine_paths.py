@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from pathlib import Path
 
 from helpers.tools import REPO
 
@@ -79,7 +78,7 @@ def test_the_check_catches_what_it_is_for():
     good = [
         "alice:x:1000:1000:Alice:/home/alice:/bin/bash",
         "root:x:0:0:root:/root:/bin/bash",
-        'stamp=.venv/.installed-$(sha256sum pyproject.toml)',
+        "stamp=.venv/.installed-$(sha256sum pyproject.toml)",
         '[ -x "$repo/.venv/bin/python" ]',
         "Path(sys.executable).parent / 'nestos-installer'",
     ]

@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+
 from nestos_installer.pipeline.progress import Progress, ProgressMode, format_bytes
 from nestos_installer.pipeline.readers import BytesReader, TeeReader, copy_stream
 

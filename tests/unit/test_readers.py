@@ -7,6 +7,7 @@ import io
 import random
 
 import pytest
+
 from nestos_installer.errors import TargetError
 from nestos_installer.pipeline.readers import (
     BUFSIZE,

@@ -8,6 +8,7 @@ from typing import Any, Dict
 
 import jsonschema
 import pytest
+
 from nestos_stream import (
     DEFAULT_BASE_URL,
     EXAMPLES_DIR,
@@ -90,12 +91,24 @@ def test_select_returns_artifacts() -> None:
 @pytest.mark.parametrize(
     "arch,platform,fmt,message",
     [
-        ("ppc64le", "metal", "raw.xz",
-         "no architecture 'ppc64le' in stream 2403-LTS; available: aarch64, x86_64"),
-        ("x86_64", "aws", "raw.xz",
-         "no platform 'aws' for x86_64 in stream 2403-LTS; available: metal, qemu"),
-        ("x86_64", "qemu", "iso",
-         "no format 'iso' for platform 'qemu' on x86_64; available: qcow2.xz"),
+        (
+            "ppc64le",
+            "metal",
+            "raw.xz",
+            "no architecture 'ppc64le' in stream 2403-LTS; available: aarch64, x86_64",
+        ),
+        (
+            "x86_64",
+            "aws",
+            "raw.xz",
+            "no platform 'aws' for x86_64 in stream 2403-LTS; available: metal, qemu",
+        ),
+        (
+            "x86_64",
+            "qemu",
+            "iso",
+            "no format 'iso' for platform 'qemu' on x86_64; available: qcow2.xz",
+        ),
     ],
 )
 def test_select_lists_what_exists(arch: str, platform: str, fmt: str, message: str) -> None:
@@ -133,18 +146,33 @@ DISK = "architectures/x86_64/artifacts/metal/formats/raw.xz/disk"
 @pytest.mark.parametrize(
     "path,value,message",
     [
-        (f"{DISK}/location", None,
-         "architectures.x86_64.artifacts.metal.formats.raw.xz.disk: missing 'location'"),
-        (f"{DISK}/location", 5,
-         "architectures.x86_64.artifacts.metal.formats.raw.xz.disk: 'location' must be a "
-         "string, found a number"),
-        (f"{DISK}/sha256", "xyz",
-         "architectures.x86_64.artifacts.metal.formats.raw.xz.disk: 'sha256' is not 64 hex "
-         "digits"),
-        ("architectures/x86_64/artifacts/metal/release", None,
-         "architectures.x86_64.artifacts.metal: missing 'release'"),
-        ("architectures/x86_64/artifacts", [],
-         "architectures.x86_64: 'artifacts' must be an object, found an array"),
+        (
+            f"{DISK}/location",
+            None,
+            "architectures.x86_64.artifacts.metal.formats.raw.xz.disk: missing 'location'",
+        ),
+        (
+            f"{DISK}/location",
+            5,
+            "architectures.x86_64.artifacts.metal.formats.raw.xz.disk: 'location' must be a "
+            "string, found a number",
+        ),
+        (
+            f"{DISK}/sha256",
+            "xyz",
+            "architectures.x86_64.artifacts.metal.formats.raw.xz.disk: 'sha256' is not 64 hex "
+            "digits",
+        ),
+        (
+            "architectures/x86_64/artifacts/metal/release",
+            None,
+            "architectures.x86_64.artifacts.metal: missing 'release'",
+        ),
+        (
+            "architectures/x86_64/artifacts",
+            [],
+            "architectures.x86_64: 'artifacts' must be an object, found an array",
+        ),
         ("architectures", None, "missing 'architectures'"),
         ("stream", True, "'stream' must be a string, found a boolean"),
     ],

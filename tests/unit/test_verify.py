@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
+
 from helpers.capabilities import require_tools
 from helpers.gpgkeys import TestKey
 from nestos_installer.errors import BadSignature, HashMismatch, UsageError, VerificationError
@@ -364,8 +365,9 @@ def test_early_failure_stops_the_feed(
     import install uses: a wrong --keyring file must not cost a whole image download."""
     junk = tmp_path / "junk.asc"
     junk.write_text("hello\n")
-    ring, sig = (Keyring([junk]), key.sign(DATA)) if problem == "junk-keyring" else (
-        keyring, b"garbage")
+    ring, sig = (
+        (Keyring([junk]), key.sign(DATA)) if problem == "junk-keyring" else (keyring, b"garbage")
+    )
     fed = 0
     with pytest.raises(VerificationError):
         with SignatureVerifier(sig, ring, defer_key_import=True) as v:

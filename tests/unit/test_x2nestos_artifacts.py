@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
 from fixtures.hostfacts.hosttree import GpgKey, build_iso, build_pxe, fake_kernel
 from helpers.capabilities import require_tools
 from nestos_installer.errors import (
@@ -18,7 +19,6 @@ from nestos_installer.errors import (
     NotFound,
     SignatureMissing,
 )
-
 from x2nestos import artifacts
 from x2nestos.isofile import IsoImage
 
@@ -43,8 +43,20 @@ def test_iso_lookup_matches_xorriso(iso: Path, tmp_path: Path) -> None:
         assert img.volume_id == "nestos-demo"
         for inner in artifacts.ISO_PXE.values():
             oracle = tmp_path / Path(inner).name
-            subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract",
-                            "/" + inner, str(oracle)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "xorriso",
+                    "-osirrox",
+                    "on",
+                    "-indev",
+                    str(iso),
+                    "-extract",
+                    "/" + inner,
+                    str(oracle),
+                ],
+                check=True,
+                capture_output=True,
+            )
             buf = io.BytesIO()
             img.copy_to(inner, buf)
             assert buf.getvalue() == oracle.read_bytes()
@@ -120,8 +132,9 @@ def test_signatures(iso: Path, key: GpgKey, tmp_path: Path) -> None:
     other = GpgKey.generate(tmp_path / "other", "someone else")
     try:
         with pytest.raises(BadSignature, match="not trusted"):
-            artifacts.verify_artifacts(artifacts.from_iso(copy), [other.public.read_bytes()],
-                                       insecure=False)
+            artifacts.verify_artifacts(
+                artifacts.from_iso(copy), [other.public.read_bytes()], insecure=False
+            )
     finally:
         other.close()
     with open(copy, "r+b") as f:  # flip one data byte: the signature must fail, even --insecure
@@ -144,5 +157,6 @@ def test_pxe_signatures_each_file(tmp_path: Path, key: GpgKey) -> None:
     assert len(art.verification) == 3
     files["rootfs"].with_name("rootfs.img.sig").unlink()
     with pytest.raises(SignatureMissing, match="rootfs.img"):
-        artifacts.verify_artifacts(artifacts.from_pxe_dir(tmp_path / "pxe"),
-                                   [key.public.read_bytes()], insecure=False)
+        artifacts.verify_artifacts(
+            artifacts.from_pxe_dir(tmp_path / "pxe"), [key.public.read_bytes()], insecure=False
+        )

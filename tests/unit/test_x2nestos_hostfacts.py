@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+
 from fixtures.hostfacts.hosttree import build_host
 from nestos_installer.errors import TargetError
-
 from x2nestos import disk, hostfacts
 
 

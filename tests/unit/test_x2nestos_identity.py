@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fixtures.hostfacts.hosttree import build_host
-
 from x2nestos import identity
 
 

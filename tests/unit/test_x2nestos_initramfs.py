@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from fixtures.hostfacts.hosttree import build_host
 from helpers.capabilities import require_tools
 from nestos_installer.errors import ConfigError, UsageError
-
 from x2nestos import identity, initramfs, network
 from x2nestos.initramfs import Compression, Member
 from x2nestos.payload import (
@@ -38,8 +38,9 @@ MEMBERS = [
 
 
 def _cpio_tv(data: bytes) -> str:
-    return subprocess.run(["cpio", "-itv", "--quiet"], input=data, capture_output=True,
-                          check=True).stdout.decode()
+    return subprocess.run(
+        ["cpio", "-itv", "--quiet"], input=data, capture_output=True, check=True
+    ).stdout.decode()
 
 
 @pytest.mark.parametrize("comp", list(Compression))
@@ -55,11 +56,19 @@ def test_archive_read_back_by_gnu_cpio(comp: Compression) -> None:
     listing = _cpio_tv(raw)
     lines = {ln.split()[-1]: ln.split() for ln in listing.splitlines()}
     # byte order of paths, each parent directory right before its first child
-    assert list(lines) == ["config.ign", "etc", "etc/nestos-firstboot-network",
-                           "etc/nestos-firstboot-network/ens3.nmconnection", "etc/nestos",
-                           "etc/nestos/installer.d",
-                           "etc/nestos/installer.d/0000-x2nestos.yaml", "usr", "usr/local",
-                           "usr/local/bin", "usr/local/bin/check"]
+    assert list(lines) == [
+        "config.ign",
+        "etc",
+        "etc/nestos-firstboot-network",
+        "etc/nestos-firstboot-network/ens3.nmconnection",
+        "etc/nestos",
+        "etc/nestos/installer.d",
+        "etc/nestos/installer.d/0000-x2nestos.yaml",
+        "usr",
+        "usr/local",
+        "usr/local/bin",
+        "usr/local/bin/check",
+    ]
     assert lines["etc"][0] == "drwxr-xr-x"
     assert lines["config.ign"][0] == "-rw-------"
     assert lines["usr/local/bin/check"][0] == "-rwx------"
@@ -70,8 +79,9 @@ def test_archive_read_back_by_gnu_cpio(comp: Compression) -> None:
 def test_archive_extracts_with_gnu_cpio(tmp_path: Path) -> None:
     require_tools("cpio")
     raw = gzip.decompress(initramfs.archive(MEMBERS))
-    subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=raw,
-                   cwd=tmp_path, check=True)
+    subprocess.run(
+        ["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=raw, cwd=tmp_path, check=True
+    )
     for m in MEMBERS:
         assert (tmp_path / m.path).read_bytes() == m.data
 
@@ -99,7 +109,7 @@ def test_concatenate_pads_and_keeps_order(tmp_path: Path) -> None:
 
 def _decode(res: dict) -> bytes:
     assert res["source"].startswith("data:;base64,")
-    return gzip.decompress(base64.b64decode(res["source"][len("data:;base64,"):]))
+    return gzip.decompress(base64.b64decode(res["source"][len("data:;base64,") :]))
 
 
 def test_dest_ignition_merges_user_config_last(tmp_path: Path) -> None:
@@ -116,14 +126,17 @@ def test_dest_ignition_merges_user_config_last(tmp_path: Path) -> None:
     files = {f["path"]: f for f in conf["storage"]["files"]}
     assert _decode(files["/etc/hostname"]["contents"]) == b"convertme\n"
     assert files["/etc/ssh/ssh_host_ed25519_key"]["mode"] == 0o600
-    assert b"[ipv4]" in _decode(files["/etc/NetworkManager/system-connections/ens3.nmconnection"]
-                                ["contents"])
+    assert b"[ipv4]" in _decode(
+        files["/etc/NetworkManager/system-connections/ens3.nmconnection"]["contents"]
+    )
     shown = json.dumps(redacted(conf))
     assert "PRIVATE KEY" not in shown and "redacted" in shown
-    url_conf = dest_ignition(DestSource(url="https://h/c.ign", url_hash="sha256-" + "a" * 64),
-                             identity.Identity(), {})
+    url_conf = dest_ignition(
+        DestSource(url="https://h/c.ign", url_hash="sha256-" + "a" * 64), identity.Identity(), {}
+    )
     assert url_conf["ignition"]["config"]["merge"] == [
-        {"source": "https://h/c.ign", "verification": {"hash": "sha256-" + "a" * 64}}]
+        {"source": "https://h/c.ign", "verification": {"hash": "sha256-" + "a" * 64}}
+    ]
 
 
 @pytest.mark.parametrize("data", [b"not json", b'{"ignition":{"version":"2.2.0"}}', b"[]"])
@@ -133,16 +146,28 @@ def test_user_ignition_refused(data: bytes) -> None:
 
 
 def test_payload_members_and_yaml() -> None:
-    inst = installer_config("/dev/disk/by-id/virtio-abc", paths=LivePaths(),
-                            consoles=["ttyS0,115200n8"],
-                            save_partlabel=["data*"], append_karg=["quiet"])
-    p = Payload({"ignition": {"version": "3.3.0"}}, inst, {"e.nmconnection": "[connection]\n"},
-                target_check_script("/dev/disk/by-id/virtio-abc", 1 << 30, "abc"))
+    inst = installer_config(
+        "/dev/disk/by-id/virtio-abc",
+        paths=LivePaths(),
+        consoles=["ttyS0,115200n8"],
+        save_partlabel=["data*"],
+        append_karg=["quiet"],
+    )
+    p = Payload(
+        {"ignition": {"version": "3.3.0"}},
+        inst,
+        {"e.nmconnection": "[connection]\n"},
+        target_check_script("/dev/disk/by-id/virtio-abc", 1 << 30, "abc"),
+    )
     members = {m.path: m for m in p.members()}
     parsed = yaml.safe_load(members["etc/nestos/installer.d/0000-x2nestos.yaml"].data)
-    assert parsed == {"ignition-file": "/etc/nestos/dest.ign", "console": ["ttyS0,115200n8"],
-                      "append-karg": ["quiet"], "save-partlabel": ["data*"],
-                      "dest-device": "/dev/disk/by-id/virtio-abc"}
+    assert parsed == {
+        "ignition-file": "/etc/nestos/dest.ign",
+        "console": ["ttyS0,115200n8"],
+        "append-karg": ["quiet"],
+        "save-partlabel": ["data*"],
+        "dest-device": "/dev/disk/by-id/virtio-abc",
+    }
     assert members["etc/nestos-firstboot-network/e.nmconnection"].mode == 0o600
     live = json.loads(members["config.ign"].data)
     files = {f["path"]: f for f in live["storage"]["files"]}
@@ -155,9 +180,12 @@ def test_target_check_script_runs(tmp_path: Path) -> None:
     """The re-check is real shell: a missing device makes it refuse (and try to reboot)."""
     require_tools("sh")
     script = tmp_path / "check.sh"
-    script.write_text(target_check_script("/nonexistent/x2n", 123, "s").replace(
-        "[ $i -lt 30 ]", "[ $i -lt 0 ]").replace("tee /dev/kmsg", "cat").replace(
-        "systemctl --no-block reboot || reboot -f", "echo WOULD-REBOOT"))
+    script.write_text(
+        target_check_script("/nonexistent/x2n", 123, "s")
+        .replace("[ $i -lt 30 ]", "[ $i -lt 0 ]")
+        .replace("tee /dev/kmsg", "cat")
+        .replace("systemctl --no-block reboot || reboot -f", "echo WOULD-REBOOT")
+    )
     proc = subprocess.run(["sh", str(script)], check=False, capture_output=True, text=True)
     assert proc.returncode == 1
     assert "target check failed: /nonexistent/x2n does not exist" in proc.stderr

@@ -6,7 +6,6 @@ import configparser
 from pathlib import Path
 
 from fixtures.hostfacts.hosttree import build_host
-
 from x2nestos import network
 
 
@@ -67,7 +66,8 @@ def test_interface_without_mac_is_reported(tmp_path: Path) -> None:
     build_host(tmp_path, network="none")
     (tmp_path / "etc/network").mkdir(parents=True)
     (tmp_path / "etc/network/interfaces").write_text(
-        "auto eth9\niface eth9 inet static\n  address 10.9.9.9/24\n")
+        "auto eth9\niface eth9 inet static\n  address 10.9.9.9/24\n"
+    )
     facts = network.read_network(tmp_path)
     k = _ini(facts.keyfiles["eth9.nmconnection"])
     assert k["connection"]["interface-name"] == "eth9"

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+
 from fixtures.hostfacts.hosttree import GiB, build_host, build_iso, build_pxe
 from helpers.capabilities import require_tools
 from nestos_installer.errors import NestosError, UsageError
-
 from x2nestos.convert import convert
 from x2nestos.plan import Carry, ConvertConfig, build_plan
 
@@ -44,8 +44,9 @@ def test_good_host_plan(tmp_path: Path, pxe: Path) -> None:
     build_host(tmp_path)
     plan = build_plan(_cfg(tmp_path, pxe))
     assert plan.ok, _failed(plan)
-    assert plan.cmdline == ("ignition.firstboot ignition.platform.id=metal console=tty0 "
-                            "console=ttyS0,115200n8")
+    assert plan.cmdline == (
+        "ignition.firstboot ignition.platform.id=metal console=tty0 console=ttyS0,115200n8"
+    )
     assert plan.payload is not None
     assert plan.payload.installer["dest-device"] == "/dev/disk/by-id/virtio-x2n-test-disk"
     assert plan.payload.installer["console"] == ["tty0", "ttyS0,115200n8"]
@@ -75,8 +76,9 @@ def test_good_host_plan(tmp_path: Path, pxe: Path) -> None:
         ({}, {"iso": Path("/nonexistent.iso"), "pxe": None}, "artifacts", "does not exist"),
     ],
 )
-def test_refusals(tmp_path: Path, pxe: Path, host_opts: dict, cfg_opts: dict, check: str,
-                  text: str) -> None:
+def test_refusals(
+    tmp_path: Path, pxe: Path, host_opts: dict, cfg_opts: dict, check: str, text: str
+) -> None:
     build_host(tmp_path, **host_opts)
     cfg = _cfg(tmp_path, pxe, **cfg_opts)
     plan = build_plan(cfg)
@@ -133,8 +135,11 @@ def test_carry_parsing_and_options() -> None:
     with pytest.raises(UsageError, match="invalid --ignition-hash"):
         ConvertConfig(ignition_url="https://example.com/a.ign", ignition_hash="md5-00")
     # the URLs the old shell script rejected are fine here
-    for url in ("http://server.lan/config.ign", "https://example.com/nestos.ign",
-                "http://10.0.0.1:8080/hosts/a.ign"):
+    for url in (
+        "http://server.lan/config.ign",
+        "https://example.com/nestos.ign",
+        "http://10.0.0.1:8080/hosts/a.ign",
+    ):
         ConvertConfig(ignition_url=url, ignition_hash="sha256-" + "0" * 64)
 
 
@@ -148,13 +153,20 @@ def test_build_only_stages_combined_initrd(tmp_path: Path, pxe: Path) -> None:
     initrd, rootfs = (pxe / "initrd.img").read_bytes(), (pxe / "rootfs.img").read_bytes()
     assert blob.startswith(initrd)
     off = len(initrd) + (-len(initrd) % 4)
-    assert blob[off:off + len(rootfs)] == rootfs
+    assert blob[off : off + len(rootfs)] == rootfs
     off += len(rootfs) + (-len(rootfs) % 4)
     ours = gzip.decompress(blob[off:])
-    names = subprocess.run(["cpio", "-it", "--quiet"], input=ours, capture_output=True,
-                           check=True).stdout.decode().split()
-    assert {"config.ign", "etc/nestos/dest.ign", "etc/nestos/installer.d/0000-x2nestos.yaml",
-            "etc/nestos-firstboot-network/ens3.nmconnection"} <= set(names)
+    names = (
+        subprocess.run(["cpio", "-it", "--quiet"], input=ours, capture_output=True, check=True)
+        .stdout.decode()
+        .split()
+    )
+    assert {
+        "config.ign",
+        "etc/nestos/dest.ign",
+        "etc/nestos/installer.d/0000-x2nestos.yaml",
+        "etc/nestos-firstboot-network/ens3.nmconnection",
+    } <= set(names)
     assert out.initrd.stat().st_mode & 0o777 == 0o600
     assert out.initrd.parent.stat().st_mode & 0o777 == 0o700
     assert not out.loaded and any("NOT verified" in ln for ln in lines)
@@ -164,8 +176,13 @@ def test_iso_source_stages_from_iso(tmp_path: Path) -> None:
     require_tools("xorriso", "cpio")
     build_host(tmp_path / "root")
     iso = build_iso(tmp_path / "live.iso", tmp_path / "w")
-    out = convert(_cfg(tmp_path / "root", None, iso=iso), say=lambda m: None,
-                  confirm=None, stage_only=False, build_only=True)
+    out = convert(
+        _cfg(tmp_path / "root", None, iso=iso),
+        say=lambda m: None,
+        confirm=None,
+        stage_only=False,
+        build_only=True,
+    )
     assert out.kernel.stat().st_size == 64 * 1024
     assert out.initrd.stat().st_size > 400
 
@@ -180,8 +197,12 @@ def test_live_image_generation_and_features(tmp_path: Path) -> None:
     """Pre-rename (coreos.*) images get /etc/coreos paths; features.json gates the install."""
     require_tools("xorriso", "cpio")
     build_host(tmp_path / "root")
-    iso = build_iso(tmp_path / "old.iso", tmp_path / "w1", prefix="coreos",
-                    features={"installer-config": True, "live-initrd-network": True})
+    iso = build_iso(
+        tmp_path / "old.iso",
+        tmp_path / "w1",
+        prefix="coreos",
+        features={"installer-config": True, "live-initrd-network": True},
+    )
     plan = build_plan(_cfg(tmp_path / "root", None, iso=iso))
     assert plan.ok and plan.artifacts is not None and plan.payload is not None
     assert plan.artifacts.prefix == "coreos"
@@ -197,8 +218,9 @@ def test_live_image_generation_and_features(tmp_path: Path) -> None:
     assert "etc/nestos-live-initramfs" in plan.artifacts.prefix_source
     assert "does not support installer configs" in _failed(plan)["live-image"]
 
-    plan = build_plan(_cfg(tmp_path / "root", None, iso=build_iso(tmp_path / "n.iso",
-                                                                  tmp_path / "w2")))
+    plan = build_plan(
+        _cfg(tmp_path / "root", None, iso=build_iso(tmp_path / "n.iso", tmp_path / "w2"))
+    )
     assert any(c.name == "live-image" and c.status.value == "warn" for c in plan.checks)
 
 
@@ -210,8 +232,10 @@ def test_console_only_where_the_installer_supports_it(tmp_path: Path) -> None:
     assert plan.payload is not None and "console" not in plan.payload.installer
     assert any("no `console` setting" in n for n in plan.not_carried)
     assert plan.cmdline.endswith("console=tty0 console=ttyS0,115200n8")  # live env still gets it
-    build_pxe(tmp_path / "new", features={"installer-config": True,
-                                          "installer-config-directives": {"console": True}})
+    build_pxe(
+        tmp_path / "new",
+        features={"installer-config": True, "installer-config-directives": {"console": True}},
+    )
     plan = build_plan(_cfg(tmp_path / "root", tmp_path / "new"))
     assert plan.payload is not None
     assert plan.payload.installer["console"] == ["tty0", "ttyS0,115200n8"]

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
 from fixtures.hostfacts.hosttree import GpgKey, build_pxe
 from helpers.capabilities import require_tools
 from nestos_installer.errors import FetchError, HashMismatch, NestosError, SignatureMissing
-
 from x2nestos import artifacts
 
 
@@ -38,19 +38,26 @@ def served(tmp_path: Path, key: GpgKey) -> Iterator[tuple]:
     d = tmp_path / "www"
     files = build_pxe(d / "pxe")
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(d)))
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(d))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}/"
     pxe = {}
     for kind, path in files.items():
         key.sign(path)
-        pxe[kind] = {"location": f"{base}pxe/{path.name}",
-                     "signature": f"{base}pxe/{path.name}.sig",
-                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    stream = {"stream": "test", "metadata": {"last-modified": "2026-01-01T00:00:00Z"},
-              "architectures": {"x86_64": {"artifacts": {"metal": {
-                  "release": "1", "formats": {"pxe": pxe}}}}}}
+        pxe[kind] = {
+            "location": f"{base}pxe/{path.name}",
+            "signature": f"{base}pxe/{path.name}.sig",
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    stream = {
+        "stream": "test",
+        "metadata": {"last-modified": "2026-01-01T00:00:00Z"},
+        "architectures": {
+            "x86_64": {"artifacts": {"metal": {"release": "1", "formats": {"pxe": pxe}}}}
+        },
+    }
     (d / "streams").mkdir()
     (d / "streams/test.json").write_text(json.dumps(stream))
     try:
@@ -62,8 +69,7 @@ def served(tmp_path: Path, key: GpgKey) -> Iterator[tuple]:
 
 def test_stream_sizes_without_download(served: tuple) -> None:
     base, key, www, dest = served
-    art = artifacts.from_stream("test", base, "x86_64", dest, [], insecure=False,
-                                download=False)
+    art = artifacts.from_stream("test", base, "x86_64", dest, [], insecure=False, download=False)
     assert art.parts["kernel"].size == (www / "pxe/vmlinuz").stat().st_size
     assert not dest.exists()
 
@@ -72,8 +78,7 @@ def test_stream_download_verifies(served: tuple) -> None:
     base, key, www, dest = served
     dest.mkdir()
     keys = [key.public.read_bytes()]
-    art = artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=False,
-                                download=True)
+    art = artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=False, download=True)
     assert (dest / "rootfs.img").read_bytes() == (www / "pxe/rootfs.img").read_bytes()
     assert len(art.verification) == 3 and art.arch == "x86_64"
     assert art.parts["initramfs"].path == dest / "initrd.img"
@@ -84,15 +89,12 @@ def test_stream_refusals(served: tuple) -> None:
     dest.mkdir()
     keys = [key.public.read_bytes()]
     with pytest.raises(NestosError, match="architecture.*aarch64"):
-        artifacts.from_stream("test", base, "aarch64", dest, keys, insecure=False,
-                              download=True)
+        artifacts.from_stream("test", base, "aarch64", dest, keys, insecure=False, download=True)
     with pytest.raises(FetchError, match="404"):
-        artifacts.from_stream("nope", base, "x86_64", dest, keys, insecure=False,
-                              download=True)
+        artifacts.from_stream("nope", base, "x86_64", dest, keys, insecure=False, download=True)
     (www / "pxe/initrd.img").write_bytes(b"tampered")
     with pytest.raises(HashMismatch, match="initrd.img"):
-        artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=False,
-                              download=True)
+        artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=False, download=True)
     assert not (dest / "initrd.img").exists()
     doc = json.loads((www / "streams/test.json").read_text())
     for a in doc["architectures"]["x86_64"]["artifacts"]["metal"]["formats"]["pxe"].values():
@@ -100,14 +102,12 @@ def test_stream_refusals(served: tuple) -> None:
         a.pop("sha256")
     (www / "streams/test.json").write_text(json.dumps(doc))
     with pytest.raises(SignatureMissing, match="no signature for kernel"):
-        artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=False,
-                              download=True)
+        artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=False, download=True)
 
 
 def test_convert_from_stream_build_only(served: tuple, tmp_path: Path) -> None:
     """Host checks first, then download + verify into the staging dir, then stage."""
     from fixtures.hostfacts.hosttree import build_host
-
     from x2nestos.convert import convert
     from x2nestos.plan import ConvertConfig
 
@@ -116,8 +116,9 @@ def test_convert_from_stream_build_only(served: tuple, tmp_path: Path) -> None:
     build_host(root)
     ign = tmp_path / "u.ign"
     ign.write_text('{"ignition":{"version":"3.3.0"}}')
-    cfg = ConvertConfig(root=root, stream="test", stream_base_url=base, keyrings=(key.public,),
-                        ignition_file=ign)
+    cfg = ConvertConfig(
+        root=root, stream="test", stream_base_url=base, keyrings=(key.public,), ignition_file=ign
+    )
     said: list = []
     out = convert(cfg, say=said.append, confirm=None, stage_only=False, build_only=True)
     assert "downloading stream test" in said

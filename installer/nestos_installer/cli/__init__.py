@@ -13,6 +13,7 @@ import sys
 from typing import Any, Dict, List, NoReturn, Optional
 
 import click
+
 from nestos_installer import __version__
 from nestos_installer.errors import NestosError
 
@@ -70,8 +71,9 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "-V", "--version", prog_name="nestos-installer",
-                      message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="nestos-installer", message="%(prog)s %(version)s"
+)
 @click.option("--debug", is_flag=True, hidden=True, help="Show commands run and tracebacks.")
 def cli(debug: bool) -> None:
     """Install NestOS to disk, fetch images and customize NestOS live media."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import click
+
 from nestos_installer import autoinstall
 from nestos_installer.cli.install import install_cmd
 from nestos_installer.errors import ConfigError, InstallFailed
@@ -24,15 +25,28 @@ FAILURE_BANNER = (
 
 
 @click.command("autoinstall", hidden=True)
-@click.option("--cmdline", "cmdline_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("/proc/cmdline"), show_default=True,
-              help="Read kernel args from FILE.")
-@click.option("--config-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=autoinstall.INSTALLER_D, show_default=True,
-              help="Installer config directory.")
-@click.option("--offline-dir", "offline_dirs", multiple=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Look here for the media's signed metal image (repeatable).")
+@click.option(
+    "--cmdline",
+    "cmdline_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/proc/cmdline"),
+    show_default=True,
+    help="Read kernel args from FILE.",
+)
+@click.option(
+    "--config-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=autoinstall.INSTALLER_D,
+    show_default=True,
+    help="Installer config directory.",
+)
+@click.option(
+    "--offline-dir",
+    "offline_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Look here for the media's signed metal image (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the install command; don't run it.")
 def autoinstall_cmd(
     cmdline_file: Path, config_dir: Path, offline_dirs: tuple[Path, ...], dry_run: bool

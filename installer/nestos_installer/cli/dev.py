@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Tuple
 
 import click
+
 from nestos_installer.cli.iso import CTX
 from nestos_installer.errors import UsageError
 from nestos_installer.live import isoops
@@ -55,13 +56,15 @@ def extract_group() -> None:
 
 
 @extract_group.command("initrd", context_settings=CTX)
-@click.option("-C", "--directory", metavar="DIR", default=".", show_default=True,
-              help="Output directory.")
+@click.option(
+    "-C", "--directory", metavar="DIR", default=".", show_default=True, help="Output directory."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Print extracted paths.")
 @click.argument("initrd")
 @click.argument("globs", nargs=-1)
-def extract_initrd(directory: Optional[str], verbose: bool, initrd: str,
-                   globs: Tuple[str, ...]) -> None:
+def extract_initrd(
+    directory: Optional[str], verbose: bool, initrd: str, globs: Tuple[str, ...]
+) -> None:
     """Extract regular files from an initrd (`-` for stdin)."""
     archive = isoops.read_initrd_file(initrd, sys.stdin.buffer)
     for p in isoops.dev_extract_initrd(archive, directory or ".", globs):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Tuple
 
 import click
+
 from nestos_stream import DEFAULT_BASE_URL, DEFAULT_STREAM
 
 if TYPE_CHECKING:
@@ -28,32 +29,85 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
 
 
 @click.command("download")
-@click.option("-s", "--stream", default=DEFAULT_STREAM, show_default=True,
-              metavar="NAME", help="Stream name.")
-@click.option("-a", "--architecture", default=None, metavar="ARCH",
-              help="Architecture [default: this machine's].")
-@click.option("-p", "--platform", "platform_", default="metal", show_default=True,
-              metavar="NAME", help="Platform name.")
-@click.option("-f", "--format", "format_", default="raw.xz", show_default=True,
-              metavar="FORMAT", help="Image format (raw.xz, 4k.raw.xz, iso, pxe...).")
-@click.option("-u", "--image-url", default=None, metavar="URL",
-              help="Download this URL instead (signature at URL.sig).")
-@click.option("-C", "--directory", default=".", show_default=True, metavar="DIR",
-              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.option("-d", "--decompress", is_flag=True,
-              help="Decompress the image and don't save the signature.")
-@click.option("--insecure", is_flag=True,
-              help="Allow a missing signature (a bad one is never accepted).")
-@click.option("--stream-base-url", default=DEFAULT_BASE_URL, metavar="URL",
-              help="Base URL of the stream metadata.")
-@click.option("--fetch-retries", default="0", show_default=True, metavar="N",
-              callback=_retries, help="Retries on network errors: a number or 'infinite'.")
-@click.option("--keyring", "keyrings", multiple=True, metavar="FILE",
-              type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Also trust the OpenPGP keys in FILE (repeatable).")
-@click.option("--progress", type=click.Choice(["auto", "bar", "plain", "json", "none"]),
-              default="auto", show_default=True,
-              help="Progress display: a bar on a TTY, plain lines, JSON lines, or none.")
+@click.option(
+    "-s", "--stream", default=DEFAULT_STREAM, show_default=True, metavar="NAME", help="Stream name."
+)
+@click.option(
+    "-a",
+    "--architecture",
+    default=None,
+    metavar="ARCH",
+    help="Architecture [default: this machine's].",
+)
+@click.option(
+    "-p",
+    "--platform",
+    "platform_",
+    default="metal",
+    show_default=True,
+    metavar="NAME",
+    help="Platform name.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "format_",
+    default="raw.xz",
+    show_default=True,
+    metavar="FORMAT",
+    help="Image format (raw.xz, 4k.raw.xz, iso, pxe...).",
+)
+@click.option(
+    "-u",
+    "--image-url",
+    default=None,
+    metavar="URL",
+    help="Download this URL instead (signature at URL.sig).",
+)
+@click.option(
+    "-C",
+    "--directory",
+    default=".",
+    show_default=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
+@click.option(
+    "-d", "--decompress", is_flag=True, help="Decompress the image and don't save the signature."
+)
+@click.option(
+    "--insecure", is_flag=True, help="Allow a missing signature (a bad one is never accepted)."
+)
+@click.option(
+    "--stream-base-url",
+    default=DEFAULT_BASE_URL,
+    metavar="URL",
+    help="Base URL of the stream metadata.",
+)
+@click.option(
+    "--fetch-retries",
+    default="0",
+    show_default=True,
+    metavar="N",
+    callback=_retries,
+    help="Retries on network errors: a number or 'infinite'.",
+)
+@click.option(
+    "--keyring",
+    "keyrings",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Also trust the OpenPGP keys in FILE (repeatable).",
+)
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "bar", "plain", "json", "none"]),
+    default="auto",
+    show_default=True,
+    help="Progress display: a bar on a TTY, plain lines, JSON lines, or none.",
+)
 def download_cmd(
     stream: str,
     architecture: Optional[str],
@@ -93,10 +147,15 @@ def download_cmd(
 
 
 @click.command("list-stream")
-@click.option("-s", "--stream", default=DEFAULT_STREAM, show_default=True,
-              metavar="NAME", help="Stream name.")
-@click.option("--stream-base-url", default=DEFAULT_BASE_URL, metavar="URL",
-              help="Base URL of the stream metadata.")
+@click.option(
+    "-s", "--stream", default=DEFAULT_STREAM, show_default=True, metavar="NAME", help="Stream name."
+)
+@click.option(
+    "--stream-base-url",
+    default=DEFAULT_BASE_URL,
+    metavar="URL",
+    help="Base URL of the stream metadata.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def list_stream_cmd(stream: str, stream_base_url: str, as_json: bool) -> None:
     """List the images available in a NestOS stream."""

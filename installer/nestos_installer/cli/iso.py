@@ -9,6 +9,7 @@ import sys
 from typing import Any, BinaryIO, Optional, Tuple
 
 import click
+
 from nestos_installer.cli.common import echo_err, refuse_tty_stdout
 from nestos_installer.live import customize as cust
 from nestos_installer.live import isoops, miniso
@@ -24,8 +25,9 @@ def _out(output: Optional[str]) -> Optional[BinaryIO]:
 
 
 def output_option(f: Any) -> Any:
-    return click.option("-o", "--output", metavar="PATH",
-                        help="Write ISO to a new output file ('-' for stdout).")(f)
+    return click.option(
+        "-o", "--output", metavar="PATH", help="Write ISO to a new output file ('-' for stdout)."
+    )(f)
 
 
 def customize_options(f: Any) -> Any:
@@ -45,8 +47,7 @@ def customize_options(f: Any) -> Any:
     ]
     for name, metavar, text in reversed(opts):
         f = click.option(name, metavar=metavar, multiple=True, help=text)(f)
-    return click.option("--dest-device", metavar="PATH",
-                        help="Install destination device.")(f)
+    return click.option("--dest-device", metavar="PATH", help="Install destination device.")(f)
 
 
 def iso_arg(f: Any) -> Any:
@@ -78,12 +79,14 @@ def _embed(iso: str, ignition_file: Optional[str], force: bool, output: Optional
 
 @ignition_group.command("embed", context_settings=CTX)
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing Ignition config.")
-@click.option("-i", "--ignition-file", metavar="PATH",
-              help="Ignition config to embed [default: stdin].")
+@click.option(
+    "-i", "--ignition-file", metavar="PATH", help="Ignition config to embed [default: stdin]."
+)
 @output_option
 @iso_arg
-def ignition_embed(force: bool, ignition_file: Optional[str], output: Optional[str],
-                   iso: str) -> None:
+def ignition_embed(
+    force: bool, ignition_file: Optional[str], output: Optional[str], iso: str
+) -> None:
     """Embed an Ignition config in an ISO image."""
     _embed(iso, ignition_file, force, output)
 
@@ -142,13 +145,19 @@ def network_group() -> None:
 
 
 @network_group.command("embed", context_settings=CTX)
-@click.option("-k", "--keyfile", "keyfiles", metavar="PATH", multiple=True, required=True,
-              help="NetworkManager keyfile to embed.")
+@click.option(
+    "-k",
+    "--keyfile",
+    "keyfiles",
+    metavar="PATH",
+    multiple=True,
+    required=True,
+    help="NetworkManager keyfile to embed.",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing network settings.")
 @output_option
 @iso_arg
-def network_embed(keyfiles: Tuple[str, ...], force: bool, output: Optional[str],
-                  iso: str) -> None:
+def network_embed(keyfiles: Tuple[str, ...], force: bool, output: Optional[str], iso: str) -> None:
     """Embed network settings in an ISO image."""
     stdout = _out(output)
     isoops.network_embed(iso, keyfiles, force, output, stdout)
@@ -188,12 +197,18 @@ def kargs_group() -> None:
 @kargs_group.command("modify", context_settings=CTX)
 @click.option("-a", "--append", metavar="KARG", multiple=True, help="Kernel argument to append.")
 @click.option("-d", "--delete", metavar="KARG", multiple=True, help="Kernel argument to delete.")
-@click.option("-r", "--replace", metavar="KARG=OLD=NEW", multiple=True,
-              help="Kernel argument to replace.")
+@click.option(
+    "-r", "--replace", metavar="KARG=OLD=NEW", multiple=True, help="Kernel argument to replace."
+)
 @output_option
 @iso_arg
-def kargs_modify(append: Tuple[str, ...], delete: Tuple[str, ...], replace: Tuple[str, ...],
-                 output: Optional[str], iso: str) -> None:
+def kargs_modify(
+    append: Tuple[str, ...],
+    delete: Tuple[str, ...],
+    replace: Tuple[str, ...],
+    output: Optional[str],
+    iso: str,
+) -> None:
     """Modify kernel args in an ISO image."""
     stdout = _out(output)
     isoops.kargs_modify(iso, append, delete, replace, output, stdout)
@@ -218,12 +233,15 @@ def kargs_show(default: bool, iso: str) -> None:
 # ---- customize / reset -----------------------------------------------------------------------
 @iso_group.command("customize", context_settings=CTX)
 @customize_options
-@click.option("--live-karg-append", metavar="ARG", multiple=True,
-              help="Live kernel argument to append.")
-@click.option("--live-karg-delete", metavar="ARG", multiple=True,
-              help="Live kernel argument to delete.")
-@click.option("--live-karg-replace", metavar="K=O=N", multiple=True,
-              help="Live kernel argument to replace.")
+@click.option(
+    "--live-karg-append", metavar="ARG", multiple=True, help="Live kernel argument to append."
+)
+@click.option(
+    "--live-karg-delete", metavar="ARG", multiple=True, help="Live kernel argument to delete."
+)
+@click.option(
+    "--live-karg-replace", metavar="K=O=N", multiple=True, help="Live kernel argument to replace."
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing customizations.")
 @output_option
 @iso_arg
@@ -251,8 +269,9 @@ def extract_group() -> None:
 
 
 @extract_group.command("pxe", context_settings=CTX)
-@click.option("-o", "--output-dir", metavar="DIR", default=".", show_default=True,
-              help="Output directory.")
+@click.option(
+    "-o", "--output-dir", metavar="DIR", default=".", show_default=True, help="Output directory."
+)
 @iso_arg
 def extract_pxe(output_dir: str, iso: str) -> None:
     """Extract PXE files from an ISO image."""
@@ -265,8 +284,9 @@ def extract_pxe(output_dir: str, iso: str) -> None:
 @click.option("--rootfs-url", metavar="URL", help="Inject rootfs URL karg into minimal ISO.")
 @iso_arg
 @click.argument("output_iso", default="-", metavar="[OUTPUT_ISO]")
-def extract_minimal(output_rootfs: Optional[str], rootfs_url: Optional[str], iso: str,
-                    output_iso: str) -> None:
+def extract_minimal(
+    output_rootfs: Optional[str], rootfs_url: Optional[str], iso: str, output_iso: str
+) -> None:
     """Extract a minimal ISO from a NestOS live ISO image."""
     stdout = _out(output_iso)
     miniso.extract_minimal_iso(iso, output_iso, output_rootfs, rootfs_url, stdout)

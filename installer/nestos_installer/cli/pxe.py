@@ -9,6 +9,7 @@ import sys
 from typing import Any, Callable, Optional, Tuple
 
 import click
+
 from nestos_installer.cli.common import echo_err, refuse_tty_stdout
 from nestos_installer.cli.iso import CTX, _print_network, _read_input, customize_options
 from nestos_installer.live import customize as cust
@@ -31,8 +32,7 @@ def _stdout_for(output: str) -> Any:
 
 @pxe_group.command("customize", context_settings=CTX)
 @_customize_options
-@click.option("-o", "--output", metavar="PATH", required=True,
-              help="Output file ('-' for stdout).")
+@click.option("-o", "--output", metavar="PATH", required=True, help="Output file ('-' for stdout).")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 def pxe_customize(path: str, output: str, **kw: Any) -> None:
     """Create a custom live PXE boot config."""
@@ -49,10 +49,10 @@ def ignition_group() -> None:
 
 
 @ignition_group.command("wrap", context_settings=CTX)
-@click.option("-i", "--ignition-file", metavar="PATH",
-              help="Ignition config to wrap [default: stdin].")
-@click.option("-o", "--output", metavar="PATH", default="-",
-              help="Output file [default: stdout].")
+@click.option(
+    "-i", "--ignition-file", metavar="PATH", help="Ignition config to wrap [default: stdin]."
+)
+@click.option("-o", "--output", metavar="PATH", default="-", help="Output file [default: stdout].")
 def ignition_wrap(ignition_file: Optional[str], output: str) -> None:
     """Wrap an Ignition config in an initrd image."""
     stdout = _stdout_for(output)
@@ -73,10 +73,16 @@ def network_group() -> None:
 
 
 @network_group.command("wrap", context_settings=CTX)
-@click.option("-k", "--keyfile", "keyfiles", metavar="PATH", multiple=True, required=True,
-              help="NetworkManager keyfile to embed.")
-@click.option("-o", "--output", metavar="PATH", default="-",
-              help="Output file [default: stdout].")
+@click.option(
+    "-k",
+    "--keyfile",
+    "keyfiles",
+    metavar="PATH",
+    multiple=True,
+    required=True,
+    help="NetworkManager keyfile to embed.",
+)
+@click.option("-o", "--output", metavar="PATH", default="-", help="Output file [default: stdout].")
 def network_wrap(keyfiles: Tuple[str, ...], output: str) -> None:
     """Wrap network settings in an initrd image."""
     stdout = _stdout_for(output)

@@ -85,8 +85,15 @@ class KargsInfo:
         return {
             "length": self.size,
             "default": self.default,
-            "kargs": [{"offset": a.offset, "length": self.size, "pad": a.pad.decode(),
-                       "end": a.end.decode()} for a in self.areas],
+            "kargs": [
+                {
+                    "offset": a.offset,
+                    "length": self.size,
+                    "pad": a.pad.decode(),
+                    "end": a.end.decode(),
+                }
+                for a in self.areas
+            ],
         }
 
 
@@ -150,8 +157,13 @@ class LiveIso:
             raise ImageFormatError("parsing igninfo.json") from e
         off = info.get("offset", 0)
         length = info.get("length", f.length - off if isinstance(off, int) else 0)
-        if not isinstance(off, int) or not isinstance(length, int) or off < 0 or length < 0 \
-                or off + length > f.length:
+        if (
+            not isinstance(off, int)
+            or not isinstance(length, int)
+            or off < 0
+            or length < 0
+            or off + length > f.length
+        ):
             raise ImageFormatError(f"igninfo.json area {off}+{length} is outside {info['file']}")
         self._check(f.offset + off, length, "Ignition embed area")
         return Region(f.offset + off, length)
@@ -189,8 +201,12 @@ class LiveIso:
             files = obj["files"]
         except (ValueError, KeyError, TypeError) as e:
             raise ImageFormatError("parsing kargs.json") from e
-        if not isinstance(size, int) or not isinstance(default, str) or size < 0 \
-                or not isinstance(files, list):
+        if (
+            not isinstance(size, int)
+            or not isinstance(default, str)
+            or size < 0
+            or not isinstance(files, list)
+        ):
             raise ImageFormatError("kargs.json has bad types")
         if size > KARG_MAX:
             raise ImageFormatError(f"karg embed area size larger than {KARG_MAX} (found {size})")
@@ -198,8 +214,12 @@ class LiveIso:
             raise ImageFormatError("default kargs longer than karg embed area")
         areas = []
         for entry in files:
-            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) \
-                    or not isinstance(entry.get("offset"), int) or entry["offset"] < 0:
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("path"), str)
+                or not isinstance(entry.get("offset"), int)
+                or entry["offset"] < 0
+            ):
                 raise ImageFormatError("kargs.json has a bad file entry")
             try:
                 f = self.iso.lookup(entry["path"])
@@ -241,7 +261,8 @@ class LiveIso:
             if val != first:
                 raise ImageFormatError(
                     f"kargs don't match at all offsets! (expected '{first}', but offset {off} "
-                    f"has: '{val}')")
+                    f"has: '{val}')"
+                )
         return first
 
     def kargs_writes(self, kargs: str) -> List[Write]:
@@ -278,8 +299,11 @@ class LiveIso:
 
     def is_customized(self) -> bool:
         initrd = self.read_initrd()
-        return (initrd.get(CONFIG_IGN) is not None or bool(network_files(initrd))
-                or self.kargs_customized())
+        return (
+            initrd.get(CONFIG_IGN) is not None
+            or bool(network_files(initrd))
+            or self.kargs_customized()
+        )
 
     # ---- other files -------------------------------------------------------------------
     def miniso_data(self) -> Optional[bytes]:
@@ -290,5 +314,6 @@ class LiveIso:
 
 
 def network_files(initrd: Initrd) -> List[str]:
-    return [p for p in initrd.paths()
-            if p.startswith(NETWORK_DIR) or p.startswith(LEGACY_NETWORK_DIR)]
+    return [
+        p for p in initrd.paths() if p.startswith(NETWORK_DIR) or p.startswith(LEGACY_NETWORK_DIR)
+    ]

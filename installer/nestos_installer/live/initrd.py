@@ -95,8 +95,11 @@ class Initrd:
             parts = path.split("/")
             parents = parts[:-1]
             common = 0
-            while (common < len(parents) and common < len(prev_parents)
-                   and parents[common] == prev_parents[common]):
+            while (
+                common < len(parents)
+                and common < len(prev_parents)
+                and parents[common] == prev_parents[common]
+            ):
                 common += 1
             for i in range(common, len(parents)):
                 out += _entry("/".join(parents[: i + 1]), DIR_MODE, b"")
@@ -107,8 +110,9 @@ class Initrd:
 
     def to_xz(self) -> bytes:
         """xz (preset 9, CRC32 check: the kernel's decoder rejects CRC64) of `to_cpio()`."""
-        return lzma.compress(self.to_cpio(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
-                             preset=9)
+        return lzma.compress(
+            self.to_cpio(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9
+        )
 
 
 def check_member_path(path: str) -> None:
@@ -128,6 +132,7 @@ def _entry(name: str, mode: int, data: bytes, nlink: int = 1) -> bytes:
 
 # ---- archive iteration ---------------------------------------------------------------------
 
+
 def iter_archives(data: bytes) -> Iterator[Tuple[str, int, bytes]]:
     """Yield (name, mode, content) for every entry of every archive in `data`."""
     pos = 0
@@ -137,7 +142,7 @@ def iter_archives(data: bytes) -> Iterator[Tuple[str, int, bytes]]:
             pos += 1
         if pos >= n:
             return
-        head = data[pos: pos + 6]
+        head = data[pos : pos + 6]
         if head[:2] == GZIP_MAGIC:
             plain, pos = _gunzip(data, pos)
         elif head == XZ_MAGIC:
@@ -166,23 +171,23 @@ def _parse_cpio(buf: bytes, pos: int) -> Generator[Tuple[str, int, bytes], None,
     while True:
         if pos + HEADER_LEN > n:
             raise ImageFormatError("truncated cpio header")
-        if buf[pos: pos + 6] not in NEWC_MAGICS:
+        if buf[pos : pos + 6] not in NEWC_MAGICS:
             raise ImageFormatError(f"bad cpio magic at offset {pos}")
         try:
-            f = [int(buf[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+            f = [int(buf[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
         except ValueError as e:
             raise ImageFormatError(f"bad cpio header at offset {pos}") from e
         mode, size, namesize = f[1], f[6], f[11]
         name_start = pos + HEADER_LEN
         if namesize < 1 or name_start + namesize > n:
             raise ImageFormatError("cpio name runs past end of archive")
-        raw = buf[name_start: name_start + namesize]
+        raw = buf[name_start : name_start + namesize]
         # dracut-cpio pads the name field with NULs: the name ends at the first one
         name = raw.split(b"\0", 1)[0].decode("utf-8", errors="surrogateescape")
         data_start = align(name_start + namesize)
         if data_start + size > n:
             raise ImageFormatError(f"cpio member {name} runs past end of archive")
-        content = buf[data_start: data_start + size]
+        content = buf[data_start : data_start + size]
         pos = align(data_start + size)
         if name == TRAILER:
             return min(pos, n)
@@ -194,12 +199,14 @@ def _gunzip(data: bytes, pos: int) -> Tuple[bytes, int]:
 
 
 def _unxz(data: bytes, pos: int) -> Tuple[bytes, int]:
-    return _one_member(data, pos, lzma.LZMADecompressor(format=lzma.FORMAT_XZ), lzma.LZMAError,
-                       "xz")
+    return _one_member(
+        data, pos, lzma.LZMADecompressor(format=lzma.FORMAT_XZ), lzma.LZMAError, "xz"
+    )
 
 
-def _one_member(data: bytes, pos: int, d: Any, error: Type[Exception],
-                what: str) -> Tuple[bytes, int]:
+def _one_member(
+    data: bytes, pos: int, d: Any, error: Type[Exception], what: str
+) -> Tuple[bytes, int]:
     """Decompress the one compressed member at data[pos:]; return it and where it ended."""
     try:
         plain: bytes = d.decompress(data[pos:])
@@ -228,7 +235,7 @@ def zstd_frame_end(data: bytes, pos: int) -> int:
     p = pos + 5 + (0 if single else 1) + did_size + fcs_size
     while True:
         need(p + 3)
-        (hdr,) = struct.unpack("<I", data[p: p + 3] + b"\0")
+        (hdr,) = struct.unpack("<I", data[p : p + 3] + b"\0")
         last, btype, bsize = hdr & 1, (hdr >> 1) & 3, hdr >> 3
         if btype == 3:
             raise ImageFormatError("corrupt zstd archive")
@@ -243,12 +250,14 @@ def zstd_frame_end(data: bytes, pos: int) -> int:
 
 def _unzstd(data: bytes, pos: int) -> Tuple[bytes, int]:
     end = zstd_frame_end(data, pos)
-    proc = run(["zstd", "-d", "-c", "-q"], input=data[pos:end],
-               reason="decompress a zstd initrd archive")
+    proc = run(
+        ["zstd", "-d", "-c", "-q"], input=data[pos:end], reason="decompress a zstd initrd archive"
+    )
     return proc.stdout, end
 
 
 # ---- extraction ----------------------------------------------------------------------------
+
 
 def extract(initrd: Initrd, directory: str, raw_names: Iterable[str]) -> List[str]:
     """Write each named member under `directory`, creating files exclusively."""

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional
 
 import pycdlib
-from nestos_installer.errors import ImageFormatError, NotFound
 from pycdlib.pycdlibexception import PyCdlibException
+
+from nestos_installer.errors import ImageFormatError, NotFound
 
 SECTOR = 2048
 
@@ -206,18 +207,24 @@ def read_descriptors(fp: BinaryIO) -> List[Dict[str, object]]:
         if kind == 255:
             return out
         if kind == 0:
-            out.append({"type": "boot", "boot_system_id": _text(vd[7:39]),
-                        "boot_id": _text(vd[39:71])})
+            out.append(
+                {"type": "boot", "boot_system_id": _text(vd[7:39]), "boot_id": _text(vd[39:71])}
+            )
         elif kind == 1:
             root = vd[156:190]
-            out.append({
-                "type": "primary",
-                "system_id": _text(vd[8:40]),
-                "volume_id": _text(vd[40:72]),
-                "volume_space_size": struct.unpack_from("<I", vd, 80)[0],
-                "root": {"name": ".", "address": struct.unpack_from("<I", root, 2)[0],
-                         "length": struct.unpack_from("<I", root, 10)[0]},
-            })
+            out.append(
+                {
+                    "type": "primary",
+                    "system_id": _text(vd[8:40]),
+                    "volume_id": _text(vd[40:72]),
+                    "volume_space_size": struct.unpack_from("<I", vd, 80)[0],
+                    "root": {
+                        "name": ".",
+                        "address": struct.unpack_from("<I", root, 2)[0],
+                        "length": struct.unpack_from("<I", root, 10)[0],
+                    },
+                }
+            )
         elif kind == 2:
             out.append({"type": "supplementary"})
         else:

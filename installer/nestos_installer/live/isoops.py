@@ -30,13 +30,15 @@ def open_iso(path: str) -> Iterator[LiveIso]:
             iso.iso.close()
 
 
-def _finish(path: str, writes: List[Write], output: Optional[str],
-            stdout: Optional[BinaryIO]) -> None:
+def _finish(
+    path: str, writes: List[Write], output: Optional[str], stdout: Optional[BinaryIO]
+) -> None:
     outputs.apply(path, writes, output, stdout)
 
 
-def ignition_embed(path: str, config: bytes, force: bool, output: Optional[str],
-                   stdout: Optional[BinaryIO] = None) -> None:
+def ignition_embed(
+    path: str, config: bytes, force: bool, output: Optional[str], stdout: Optional[BinaryIO] = None
+) -> None:
     with open_iso(path) as iso:
         initrd = iso.read_initrd()
         if initrd.get(CONFIG_IGN) is not None and not force:
@@ -72,8 +74,13 @@ def check_keyfile_names(keyfiles: Sequence[str]) -> List[str]:
     return names
 
 
-def network_embed(path: str, keyfiles: Sequence[str], force: bool, output: Optional[str],
-                  stdout: Optional[BinaryIO] = None) -> None:
+def network_embed(
+    path: str,
+    keyfiles: Sequence[str],
+    force: bool,
+    output: Optional[str],
+    stdout: Optional[BinaryIO] = None,
+) -> None:
     names = check_keyfile_names(keyfiles)
     contents = [_read(k) for k in keyfiles]
     with open_iso(path) as iso:
@@ -128,9 +135,14 @@ def network_remove(path: str, output: Optional[str], stdout: Optional[BinaryIO] 
     _finish(path, writes, output, stdout)
 
 
-def kargs_modify(path: str, append: Sequence[str], delete: Sequence[str],
-                 replace: Sequence[str], output: Optional[str],
-                 stdout: Optional[BinaryIO] = None) -> None:
+def kargs_modify(
+    path: str,
+    append: Sequence[str],
+    delete: Sequence[str],
+    replace: Sequence[str],
+    output: Optional[str],
+    stdout: Optional[BinaryIO] = None,
+) -> None:
     with open_iso(path) as iso:
         new = edit_kargs(iso.current_kargs(), append, delete, replace)
         writes = iso.kargs_writes(new)

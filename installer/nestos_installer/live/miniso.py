@@ -23,8 +23,10 @@ MAGIC = b"MINISO\0\0"
 VERSION = 1
 MAX_DATA = 1 << 20
 LIVEISO_KARGS = ("nestos.liveiso=", "coreos.liveiso=")
-CUSTOMIZED = ("Cannot operate on ISO with embedded customizations.\n"
-              "Reset it with `nestos-installer iso reset` and try again.")
+CUSTOMIZED = (
+    "Cannot operate on ISO with embedded customizations.\n"
+    "Reset it with `nestos-installer iso reset` and try again."
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.buf):
             raise ImageFormatError("truncated MINISO.DAT")
-        out = self.buf[self.pos: self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -124,7 +126,7 @@ def pack(full_path: str, minimal_path: str, app_version: str = "0.20.0") -> byte
     packed = bytearray()
     pos = 0
     for e in entries:
-        packed += image[pos: e.minimal * SECTOR]
+        packed += image[pos : e.minimal * SECTOR]
         pos = e.minimal * SECTOR + e.length
     packed += image[pos:]
     xz = lzma.compress(bytes(packed), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
@@ -150,7 +152,7 @@ def unpack(data: MinisoData, full: BinaryIO, full_size: int, out: BinaryIO) -> N
         target = ent.minimal * SECTOR
         if target < pos or ppos + (target - pos) > len(packed):
             raise ImageFormatError("MINISO.DAT table is inconsistent")
-        emit(packed[ppos: ppos + target - pos])
+        emit(packed[ppos : ppos + target - pos])
         ppos += target - pos
         src = ent.full * SECTOR
         if src + ent.length > full_size:
@@ -202,8 +204,13 @@ def _edit_minimal(path: str, rootfs_url: Optional[str]) -> None:
     outputs.write_in_place(path, writes)
 
 
-def extract_minimal_iso(path: str, output: str, output_rootfs: Optional[str],
-                        rootfs_url: Optional[str], stdout: Optional[BinaryIO] = None) -> None:
+def extract_minimal_iso(
+    path: str,
+    output: str,
+    output_rootfs: Optional[str],
+    rootfs_url: Optional[str],
+    stdout: Optional[BinaryIO] = None,
+) -> None:
     if rootfs_url is not None and any(c.isspace() for c in rootfs_url):
         raise UsageError(f"forbidden whitespace found in '{rootfs_url}'")
     with open(path, "rb") as fp:

@@ -105,8 +105,9 @@ def _umask() -> int:
     return mask
 
 
-def apply(src: str, writes: Sequence[Write], output: Optional[str],
-          stdout: Optional[BinaryIO] = None) -> None:
+def apply(
+    src: str, writes: Sequence[Write], output: Optional[str], stdout: Optional[BinaryIO] = None
+) -> None:
     """In place (output None), to stdout (`-`), or to a new file."""
     if output is None:
         write_in_place(src, writes)
@@ -118,8 +119,9 @@ def apply(src: str, writes: Sequence[Write], output: Optional[str],
         write_new_file(src, output, writes)
 
 
-def write_bytes_output(data: bytes, output: str, stdout: Optional[BinaryIO] = None,
-                       mode: int = 0o600) -> None:
+def write_bytes_output(
+    data: bytes, output: str, stdout: Optional[BinaryIO] = None, mode: int = 0o600
+) -> None:
     """Small generated outputs (PXE cpio): stdout or temp + no-clobber rename.
 
     Default mode 0600: these archives usually carry an Ignition config.

@@ -35,8 +35,8 @@ def network_wrap(keyfiles: Sequence[str], output: str, stdout: Optional[BinaryIO
     outputs.write_bytes_output(initrd.to_xz(), output, stdout)
 
 
-def network_unwrap(path: str, directory: Optional[str],
-                   stdin: Optional[BinaryIO]) -> Union[List[str], bytes]:
-    res: Union[List[str], bytes] = network_extract_from(read_initrd_file(path, stdin),
-                                                        directory)
+def network_unwrap(
+    path: str, directory: Optional[str], stdin: Optional[BinaryIO]
+) -> Union[List[str], bytes]:
+    res: Union[List[str], bytes] = network_extract_from(read_initrd_file(path, stdin), directory)
     return res

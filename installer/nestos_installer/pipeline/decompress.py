@@ -287,7 +287,11 @@ class _Process(_Decoder):
         self._outcome: Optional[BaseException] = None
         self._finished = False
         self.proc = spawn(
-            argv, stdin=PIPE, stdout=PIPE, stderr=PIPE, reason=f"decompress the image ({argv[0]})",
+            argv,
+            stdin=PIPE,
+            stdout=PIPE,
+            stderr=PIPE,
+            reason=f"decompress the image ({argv[0]})",
             pipe_size=PIPE_SIZE,
         )
         stdout = self.proc.stdout

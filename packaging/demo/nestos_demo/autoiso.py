@@ -62,15 +62,17 @@ def build_autoinstall_iso(
         rootfs = liveroot.build_live_rootfs(cache_dir=cache_dir, kernel=kernel)
         work = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=base))
         try:
-            offline = liveroot.offline_image_cpio(image, signature, keyring,
-                                                  work / "offline.cpio.gz")
+            offline = liveroot.offline_image_cpio(
+                image, signature, keyring, work / "offline.cpio.gz"
+            )
             initrd = work / "initrd.img"
             _concat((rootfs, offline), initrd)
             rootfs_img = work / "rootfs.img"
             live.make_rootfs(rootfs_img)
             tmp = work / ISO_NAME
-            live.build_iso(tmp, live.LivePayload(kernel.vmlinuz, initrd, rootfs_img),
-                           build.VOLUME_ID)
+            live.build_iso(
+                tmp, live.LivePayload(kernel.vmlinuz, initrd, rootfs_img), build.VOLUME_ID
+            )
             os.replace(tmp, out)
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -63,7 +63,8 @@ ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30
 
 def _tree_files(root: Path) -> List[Path]:
     return sorted(
-        p for p in root.rglob("*")
+        p
+        for p in root.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
     )
 
@@ -108,11 +109,23 @@ def _module_known(kernel: Kernel, name: str) -> bool:
 def _install_ours(root: Path) -> None:
     site = root / "usr" / "lib" / "python3" / "dist-packages"
     for pkg in PY_PACKAGES:
-        shutil.copytree(package_dir(REPO, pkg), site / pkg,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            package_dir(REPO, pkg),
+            site / pkg,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
     # byte-compile with the rootfs' own python: saves seconds of each boot under TCG
-    run(["chroot", root, "python3", "-m", "compileall", "-q",
-         *(f"/usr/lib/python3/dist-packages/{pkg}" for pkg in PY_PACKAGES)])
+    run(
+        [
+            "chroot",
+            root,
+            "python3",
+            "-m",
+            "compileall",
+            "-q",
+            *(f"/usr/lib/python3/dist-packages/{pkg}" for pkg in PY_PACKAGES),
+        ]
+    )
     for script, pkg in (("nestos-installer", "nestos_installer"), ("x2nestos", "x2nestos")):
         path = root / "usr" / "bin" / script
         path.write_text(CONSOLE_SCRIPT.format(pkg=pkg))
@@ -164,8 +177,12 @@ def pack_cpio(root: Path, out: Path, compressor: Sequence[str] = ZSTD) -> None:
     names = run(["find", ".", "-mindepth", "1", "-print0"], cwd=root)
     raw = out.with_name(out.name + ".cpio")
     with open(raw, "wb") as f:
-        run(["cpio", "--quiet", "-o", "-H", "newc", "-0", "-R", "0:0"], input=names, stdout=f,
-            cwd=root)
+        run(
+            ["cpio", "--quiet", "-o", "-H", "newc", "-0", "-R", "0:0"],
+            input=names,
+            stdout=f,
+            cwd=root,
+        )
     with open(out, "wb") as f:
         run([*compressor, "-c", raw], stdout=f)
     raw.unlink()
@@ -191,8 +208,17 @@ def build_live_rootfs(cache_dir: Optional[Path] = None, kernel: Optional[Kernel]
         work = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=base))
         try:
             root = work / "root"
-            run(["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root",
-                 f"--include={','.join(PACKAGES)}", SUITE, root])
+            run(
+                [
+                    "mmdebstrap",
+                    "--quiet",
+                    "--variant=minbase",
+                    "--mode=root",
+                    f"--include={','.join(PACKAGES)}",
+                    SUITE,
+                    root,
+                ]
+            )
             _install_modules(root, kernel)
             _install_ours(root)
             _configure(root)
