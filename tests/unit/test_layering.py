@@ -11,8 +11,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PKGS = {"installer/nestos_installer": "nestos_installer", "x2nestos": "x2nestos",
-        "stream-metadata/nestos_stream": "nestos_stream"}
+PKGS = {
+    "installer/nestos_installer": "nestos_installer",
+    "x2nestos": "x2nestos",
+    "stream-metadata/nestos_stream": "nestos_stream",
+}
 
 
 def modules():
@@ -61,7 +64,9 @@ def test_layering_rules():
             problems.append(f"{mod}: only cli imports click")
         # run.py: F_SETPIPE_SZ on the pipes of the processes it starts (no ioctl).
         if "fcntl" in top and mod not in (
-            "nestos_installer.blockdev", "nestos_installer.run", "x2nestos.kexec"
+            "nestos_installer.blockdev",
+            "nestos_installer.run",
+            "x2nestos.kexec",
         ):
             problems.append(f"{mod}: only blockdev.py / x2nestos/kexec.py use ioctls")
     assert not problems, "\n".join(problems)
