@@ -11,11 +11,11 @@ import json
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, List, NoReturn, Optional
 
-from nestos_installer.errors import NestosError, UsageError
+from nestos_installer.errors import UsageError
+from nestos_installer.report import report
 from x2nestos import __version__
 from x2nestos.convert import convert, unload
 from x2nestos.initramfs import Compression
@@ -232,22 +232,6 @@ def _confirm(plan: Plan) -> bool:
     return input("Type 'yes' to continue: ").strip() == "yes"
 
 
-def format_error(err: BaseException) -> List[str]:
-    lines = [f"Error: {err}"]
-    causes: List[str] = []
-    cur: Optional[BaseException] = err.__cause__
-    while cur is not None and len(causes) < 20:
-        causes.append(str(cur) or type(cur).__name__)
-        cur = cur.__cause__
-    if causes:
-        lines += ["", "Caused by:"]
-        lines += [f"    {i}: {c}" if len(causes) > 1 else f"    {c}" for i, c in enumerate(causes)]
-    hint = getattr(err, "hint", None)
-    if hint:
-        lines.append(f"hint: {hint}")
-    return lines
-
-
 def run(args: argparse.Namespace) -> int:
     if args.command == "unload":
         was = unload(ConvertConfig(root=args.root, work_dir=args.work_dir))
@@ -290,12 +274,13 @@ def main(argv: Optional[List[str]] = None) -> NoReturn:
         parser().print_help()
         sys.exit(2)
     try:
-        sys.exit(run(args))
-    except NestosError as e:
-        if args.debug:
-            traceback.print_exc()
-        print("\n".join(format_error(e)), file=sys.stderr)
-        sys.exit(e.exit_code)
+        code = run(args)
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - output piped into e.g. `head`
+        sys.exit(0)
+    except Exception as e:  # every error becomes the one-line report, never a traceback
+        sys.exit(report(e, sys.stderr, debug=args.debug))
+    sys.exit(code)

@@ -6,16 +6,15 @@ one library function, prints the result, and leaves error reporting to `main()`.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 import click
 
 from nestos_installer import __version__
-from nestos_installer.errors import NestosError
+from nestos_installer.report import report
 
 CONTEXT_SETTINGS = {
     "help_option_names": ["-h", "--help"],
@@ -25,14 +24,56 @@ CONTEXT_SETTINGS = {
 
 
 # Commands are imported when used: `install` need not pay for the ISO code at start-up.
-_LAZY = {
-    "install": ("install", "install_cmd"),
-    "download": ("download", "download_cmd"),
-    "list-stream": ("download", "list_stream_cmd"),
-    "iso": ("iso", "iso_group"),
-    "pxe": ("pxe", "pxe_group"),
-    "dev": ("dev", "dev_group"),
-    "autoinstall": ("autoinstall", "autoinstall_cmd"),
+def _install() -> click.Command:
+    from nestos_installer.cli.install import install_cmd
+
+    return install_cmd
+
+
+def _download() -> click.Command:
+    from nestos_installer.cli.download import download_cmd
+
+    return download_cmd
+
+
+def _list_stream() -> click.Command:
+    from nestos_installer.cli.download import list_stream_cmd
+
+    return list_stream_cmd
+
+
+def _iso() -> click.Command:
+    from nestos_installer.cli.iso import iso_group
+
+    return iso_group
+
+
+def _pxe() -> click.Command:
+    from nestos_installer.cli.pxe import pxe_group
+
+    return pxe_group
+
+
+def _dev() -> click.Command:
+    from nestos_installer.cli.dev import dev_group
+
+    return dev_group
+
+
+def _autoinstall() -> click.Command:
+    from nestos_installer.cli.autoinstall import autoinstall_cmd
+
+    return autoinstall_cmd
+
+
+_LAZY: Dict[str, Callable[[], click.Command]] = {
+    "install": _install,
+    "download": _download,
+    "list-stream": _list_stream,
+    "iso": _iso,
+    "pxe": _pxe,
+    "dev": _dev,
+    "autoinstall": _autoinstall,
 }
 
 
@@ -58,9 +99,7 @@ class _LazyGroup(click.Group):
 
     def _load(self, name: str) -> Optional[click.Command]:
         if name not in self._loaded and name in _LAZY:
-            module, attr = _LAZY[name]
-            mod = importlib.import_module(f"nestos_installer.cli.{module}")
-            self._loaded[name] = getattr(mod, attr)
+            self._loaded[name] = _LAZY[name]()
         return self._loaded.get(name)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
@@ -82,37 +121,8 @@ def cli(debug: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
 
-def format_error(err: BaseException) -> List[str]:
-    """`Error: msg`, then a `Caused by:` list from the __cause__ chain, then `hint:`."""
-    lines = [f"Error: {err}"]
-    causes = []
-    cur: Optional[BaseException] = err.__cause__
-    seen = {id(err)}
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        text = str(cur) or type(cur).__name__
-        causes.append(text)
-        cur = cur.__cause__
-    if causes:
-        lines.append("")
-        lines.append("Caused by:")
-        for i, c in enumerate(causes):
-            lines.append(f"    {i}: {c}" if len(causes) > 1 else f"    {c}")
-    hint = getattr(err, "hint", None)
-    if hint:
-        lines.append(f"hint: {hint}")
-    return lines
-
-
 def report_and_exit(err: BaseException) -> NoReturn:
-    if os.environ.get("NESTOS_INSTALLER_DEBUG"):
-        import traceback
-
-        traceback.print_exception(type(err), err, err.__traceback__)
-    for line in format_error(err):
-        click.echo(line, err=True)
-    code = getattr(err, "exit_code", 1)
-    sys.exit(code)
+    sys.exit(report(err, sys.stderr, debug=bool(os.environ.get("NESTOS_INSTALLER_DEBUG"))))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -133,8 +143,6 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         finally:
             sys.exit(0)
-    except NestosError as e:
-        report_and_exit(e)
-    except OSError as e:
+    except Exception as e:  # every error becomes the one-line report, never a traceback
         report_and_exit(e)
     sys.exit(0)
