@@ -60,80 +60,100 @@ def stream_image(
     if limit < MIB:
         raise TargetError(f"destination is smaller than 1 MiB ({limit} bytes)")
     too_big = limit_error or _too_big(limit, limit_what)
-    direct = getattr(target, "direct_fd", None)
-    readinto = getattr(image, "readinto", None)
-    # Decompression and disk writes overlap: this thread fills page-aligned buffers (as
-    # O_DIRECT requires) while a writer thread drains full ones, so the decompressor never
-    # waits on a synchronous write. Memory stays at NBUF buffers whatever the image size.
-    bufs = [mmap.mmap(-1, BUFSIZE) for _ in range(NBUF)]
-    views = [memoryview(b) for b in bufs]
-    free: queue.Queue[int] = queue.Queue()
-    full: queue.Queue[Optional[Tuple[int, int, int]]] = queue.Queue()
-    for k in range(NBUF):
-        free.put(k)
-    failure: List[BaseException] = []
+    offset = MIB
+    with _WritePool(target) as pool:
+        while not pool.failure:
+            k, n = pool.fill(image)
+            if n == 0:
+                pool.give_back(k)
+                break
+            if offset + n > limit:
+                pool.give_back(k)
+                raise too_big(limit)
+            pool.submit(k, n, offset)
+            offset += n
+    if pool.failure:
+        raise TargetError(f"writing the image at offset {offset}") from pool.failure[0]
+    return head
 
-    zero_range = getattr(target, "zero_range", None)
 
-    def put(k: int, start: int, end: int, off: int) -> None:
+class _WritePool:
+    """Decompression and disk writes overlap: the caller fills page-aligned buffers (as O_DIRECT
+    requires) while a writer thread drains full ones, so the decompressor never waits on a
+    synchronous write. Memory stays at NBUF buffers whatever the image size."""
+
+    def __init__(self, target: Writable) -> None:
+        self.target = target
+        self.direct: Optional[int] = getattr(target, "direct_fd", None)
+        self.zero_range: Optional[Callable[[int, int], bool]] = getattr(target, "zero_range", None)
+        self.bufs = [mmap.mmap(-1, BUFSIZE) for _ in range(NBUF)]
+        self.views = [memoryview(b) for b in self.bufs]
+        self.free: queue.Queue[int] = queue.Queue()
+        self.full: queue.Queue[Optional[Tuple[int, int, int]]] = queue.Queue()
+        for k in range(NBUF):
+            self.free.put(k)
+        self.failure: List[BaseException] = []
+        self.thread = threading.Thread(target=self._drain, name="nestos-image-writer", daemon=True)
+
+    def __enter__(self) -> _WritePool:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.full.put(None)
+        self.thread.join()
+        for v in self.views:
+            v.release()
+        for b in self.bufs:
+            b.close()
+
+    def fill(self, image: Any) -> Tuple[int, int]:
+        """A free buffer filled from `image`: (buffer index, bytes read; 0 at EOF)."""
+        k = self.free.get()
+        view = self.views[k]
+        readinto = getattr(image, "readinto", None)
+        if readinto is not None:
+            return k, int(readinto(view))
+        n = 0  # fill the whole buffer too: aligned O_DIRECT writes, whole zero MiBs
+        while n < BUFSIZE:
+            chunk = image.read(BUFSIZE - n)
+            if not chunk:
+                break
+            view[n : n + len(chunk)] = chunk
+            n += len(chunk)
+        return k, n
+
+    def give_back(self, k: int) -> None:
+        self.free.put(k)
+
+    def submit(self, k: int, n: int, offset: int) -> None:
+        self.full.put((k, n, offset))
+
+    def _put(self, k: int, start: int, end: int, off: int) -> None:
         aligned = (end - start) % 4096 == 0 and (off + start) % 4096 == 0
-        fd = direct if (direct is not None and aligned) else target.fd
-        _pwrite_all(fd, views[k][start:end], off + start)
+        fd = self.direct if (self.direct is not None and aligned) else self.target.fd
+        _pwrite_all(fd, self.views[k][start:end], off + start)
 
-    def drain() -> None:
+    def _write(self, k: int, n: int, off: int) -> None:
+        if self.zero_range is None:
+            self._put(k, 0, n, off)
+            return
+        for is_zero, start, end in _zero_runs(self.bufs[k], n):
+            if not (is_zero and self.zero_range(off + start, end - start)):
+                self._put(k, start, end, off)
+
+    def _drain(self) -> None:
         while True:
-            item = full.get()
+            item = self.full.get()
             if item is None:
                 return
             k, n, off = item
             try:
-                if failure:
-                    pass
-                elif zero_range is None:
-                    put(k, 0, n, off)
-                else:
-                    for is_zero, start, end in _zero_runs(bufs[k], n):
-                        if not (is_zero and zero_range(off + start, end - start)):
-                            put(k, start, end, off)
+                if not self.failure:
+                    self._write(k, n, off)
             except BaseException as e:  # reported to the reading thread
-                failure.append(e)
-            free.put(k)
-
-    writer_thread = threading.Thread(target=drain, name="nestos-image-writer", daemon=True)
-    writer_thread.start()
-    offset = MIB
-    try:
-        while not failure:
-            k = free.get()
-            view = views[k]
-            if readinto is not None:
-                n = readinto(view)
-            else:  # fill the whole buffer too: aligned O_DIRECT writes, whole zero MiBs
-                n = 0
-                while n < BUFSIZE:
-                    chunk = image.read(BUFSIZE - n)
-                    if not chunk:
-                        break
-                    view[n : n + len(chunk)] = chunk
-                    n += len(chunk)
-            if n == 0:
-                free.put(k)
-                break
-            if offset + n > limit:
-                free.put(k)
-                raise too_big(limit)
-            full.put((k, n, offset))
-            offset += n
-    finally:
-        full.put(None)
-        writer_thread.join()
-        for v in views:
-            v.release()
-        for b in bufs:
-            b.close()
-    if failure:
-        raise TargetError(f"writing the image at offset {offset}") from failure[0]
-    return head
+                self.failure.append(e)
+            self.free.put(k)
 
 
 _ZERO_MIB = bytes(MIB)
