@@ -93,7 +93,7 @@ class OfflineImage:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Invocation:
     """What the live service does: the `install` argv (without the word `install`) and more."""
 
     argv: Tuple[str, ...]
@@ -150,22 +150,42 @@ def find_offline_image(dirs: Sequence[Path] = OFFLINE_IMAGE_DIRS) -> Optional[Of
     return None
 
 
-def build_plan(
+def build_invocation(
     cmdline: Cmdline,
     config_files: Sequence[Path],
     offline: Optional[OfflineImage] = None,
-) -> Plan:
+    machine: Optional[str] = None,
+) -> Invocation:
     """The install argv, in the order of the live service (installer.md §3.2).
 
-    `offline` is used only when neither kargs nor config files name an image source.
+    `offline` is used only when neither kargs nor config files name an image source; `machine`
+    (default: this host's) decides whether s390x-only kargs apply.
     """
-    args: List[str] = []
     notices: List[str] = []
     if cmdline.value("nestos.inst") is not None:
         notices.append("nestos.inst=yes is deprecated and ignored")
+    args: List[str] = []
     for f in config_files:
         args += ["--config-file", str(f)]
+    args += _device_args(cmdline, config_files, notices)
+    args += _ignition_and_network_args(cmdline)
+    source_args = _source_args(cmdline)
+    args += source_args
+    args += _flag_args(cmdline, notices, machine or os.uname().machine)
+    has_source = any(a in ("--image-url", "--stream") for a in source_args) or any(
+        k in _config_keys(f) for f in config_files for k in SOURCE_KEYS
+    )
+    if not has_source and offline is not None:
+        args += ["--image-file", str(offline.image), "--keyring", str(offline.keyring)]
+    return Invocation(
+        argv=tuple(args),
+        config_files=tuple(config_files),
+        notices=tuple(notices),
+        reboot=not cmdline.flag("nestos.inst.skip_reboot"),
+    )
 
+
+def _device_args(cmdline: Cmdline, config_files: Sequence[Path], notices: List[str]) -> List[str]:
     dev = cmdline.value("nestos.inst.install_dev")
     if dev is not None and dev != "":
         if "/" not in dev:
@@ -174,13 +194,17 @@ def build_plan(
                 f" use nestos.inst.install_dev=/dev/{dev}"
             )
             dev = f"/dev/{dev}"
-        args.append(dev)
-    elif not config_files:
+        return [dev]
+    if not config_files:
         raise UsageError(
             "No install device specified.",
             hint="set nestos.inst.install_dev=/dev/... or add dest-device to an installer.d file",
         )
+    return []
 
+
+def _ignition_and_network_args(cmdline: Cmdline) -> List[str]:
+    args: List[str] = []
     ign = cmdline.value("nestos.inst.ignition_url")
     if ign and ign != "skip":
         args += ["--ignition-url", ign, "--insecure-ignition"]
@@ -189,8 +213,13 @@ def build_plan(
     network = cmdline.matching(NETWORK_KARGS)
     if network:
         args += ["--firstboot-args", " ".join(["rd.neednet=1", *network])]
+    if cmdline.flag("nestos.inst.copy_network"):
+        args.append("--copy-network")
+    return args
 
-    has_source = False
+
+def _source_args(cmdline: Cmdline) -> List[str]:
+    args: List[str] = []
     for karg, opt in (
         ("nestos.inst.image_url", "--image-url"),
         ("nestos.inst.platform_id", "--platform"),
@@ -201,21 +230,24 @@ def build_plan(
         val = cmdline.value(karg)
         if val:
             args += [opt, val]
-            has_source = has_source or opt in ("--image-url", "--stream")
-    insecure = cmdline.flag("nestos.inst.insecure")
-    if insecure:
+    return args
+
+
+def _flag_args(cmdline: Cmdline, notices: List[str], machine: str) -> List[str]:
+    args: List[str] = []
+    if cmdline.flag("nestos.inst.insecure"):
         args.append("--insecure")
     if cmdline.flag("nestos.inst.secure_ipl"):
-        args.append("--secure-ipl")
+        # Secure IPL is an s390x firmware feature that `install` does not drive (no zipl):
+        # never pass an option the install would reject, and never ignore it where it matters.
+        if machine == "s390x":
+            raise UsageError(
+                "nestos.inst.secure_ipl is not supported by this installer",
+                hint="remove nestos.inst.secure_ipl, or install with coreos-installer's zipl flow",
+            )
+        notices.append(
+            f"nestos.inst.secure_ipl ignored: Secure IPL exists only on s390x "
+            f"(this machine is {machine})"
+        )
     args += ["--fetch-retries", "infinite"]
-
-    if not has_source:
-        has_source = any(k in _config_keys(f) for f in config_files for k in SOURCE_KEYS)
-    if not has_source and offline is not None:
-        args += ["--image-file", str(offline.image), "--keyring", str(offline.keyring)]
-    return Plan(
-        argv=tuple(args),
-        config_files=tuple(config_files),
-        notices=tuple(notices),
-        reboot=not cmdline.flag("nestos.inst.skip_reboot"),
-    )
+    return args

@@ -10,14 +10,14 @@ import pytest
 
 from helpers.tools import NESTOS_INSTALLER
 from nestos_installer import autoinstall
-from nestos_installer.autoinstall import Cmdline, OfflineImage, build_plan
+from nestos_installer.autoinstall import Cmdline, OfflineImage, build_invocation
 from nestos_installer.errors import UsageError
 
 
 def argv(
     cmdline: str, files: Sequence[Path] = (), offline: Optional[OfflineImage] = None
 ) -> List[str]:
-    return list(build_plan(Cmdline.parse(cmdline), list(files), offline).argv)
+    return list(build_invocation(Cmdline.parse(cmdline), list(files), offline).argv)
 
 
 def test_value_is_last_match_after_first_equals() -> None:
@@ -53,7 +53,7 @@ def test_full_order_of_arguments(tmp_path: Path) -> None:
         "nestos.inst.ignition_url=http://h/c.ign "
         "ip=dhcp rd.dasd=0.0.0100 nameserver=1.1.1.1 nestos.inst.image_url=http://h/i.raw.xz "
         "nestos.inst.platform_id=qemu nestos.inst.stream=testing nestos.inst.save_partlabel=data* "
-        "nestos.inst.save_partindex=5- nestos.inst.insecure nestos.inst.secure_ipl=1 "
+        "nestos.inst.save_partindex=5- nestos.inst.insecure nestos.inst.copy_network "
         "iphone=no",
         [cfg],
     )
@@ -68,6 +68,7 @@ def test_full_order_of_arguments(tmp_path: Path) -> None:
         "rd.dasd=0.0.0100",
         "--firstboot-args",
         "rd.neednet=1 ip=dhcp nameserver=1.1.1.1",
+        "--copy-network",
         "--image-url",
         "http://h/i.raw.xz",
         "--platform",
@@ -79,10 +80,33 @@ def test_full_order_of_arguments(tmp_path: Path) -> None:
         "--save-partindex",
         "5-",
         "--insecure",
-        "--secure-ipl",
         "--fetch-retries",
         "infinite",
     ]
+
+
+def test_secure_ipl_is_never_passed_to_install() -> None:
+    # `install` has no --secure-ipl: mapping the karg made every such install fail at boot
+    plan = build_invocation(
+        Cmdline.parse("nestos.inst.install_dev=/dev/vda nestos.inst.secure_ipl"),
+        [],
+        machine="x86_64",
+    )
+    assert "--secure-ipl" not in plan.argv
+    assert any("secure_ipl ignored" in n and "x86_64" in n for n in plan.notices)
+    with pytest.raises(UsageError, match="secure_ipl is not supported"):
+        build_invocation(
+            Cmdline.parse("nestos.inst.install_dev=/dev/dasda nestos.inst.secure_ipl=1"),
+            [],
+            machine="s390x",
+        )
+
+
+def test_copy_network_karg_maps_to_the_install_option() -> None:
+    assert "--copy-network" in argv("nestos.inst.install_dev=/dev/sda nestos.inst.copy_network=1")
+    assert "--copy-network" not in argv(
+        "nestos.inst.install_dev=/dev/sda nestos.inst.copy_network=0"
+    )
 
 
 def test_minimal_and_skip_url() -> None:
@@ -104,7 +128,7 @@ def test_fork_typos_fixed() -> None:
 
 
 def test_device_without_dev_prefix_is_deprecated() -> None:
-    plan = build_plan(Cmdline.parse("nestos.inst.install_dev=vda nestos.inst=yes"), [])
+    plan = build_invocation(Cmdline.parse("nestos.inst.install_dev=vda nestos.inst=yes"), [])
     assert plan.argv[0] == "/dev/vda"
     assert any("deprecated" in n and "/dev/vda" in n for n in plan.notices)
     assert any(n.startswith("nestos.inst=yes") for n in plan.notices)
@@ -112,7 +136,7 @@ def test_device_without_dev_prefix_is_deprecated() -> None:
 
 def test_no_device_and_no_config_is_an_error() -> None:
     with pytest.raises(UsageError, match="No install device specified."):
-        build_plan(Cmdline.parse("nestos.inst.ignition_url=http://h/c.ign"), [])
+        build_invocation(Cmdline.parse("nestos.inst.ignition_url=http://h/c.ign"), [])
 
 
 def test_config_only_needs_no_device(tmp_path: Path) -> None:
@@ -127,9 +151,9 @@ def test_config_only_needs_no_device(tmp_path: Path) -> None:
 
 def test_reboot_unless_skip_reboot() -> None:
     dev = "nestos.inst.install_dev=/dev/vda"
-    assert build_plan(Cmdline.parse(dev), []).reboot
-    assert build_plan(Cmdline.parse(f"{dev} nestos.inst.skip_reboot=0"), []).reboot
-    assert not build_plan(Cmdline.parse(f"{dev} nestos.inst.skip_reboot"), []).reboot
+    assert build_invocation(Cmdline.parse(dev), []).reboot
+    assert build_invocation(Cmdline.parse(f"{dev} nestos.inst.skip_reboot=0"), []).reboot
+    assert not build_invocation(Cmdline.parse(f"{dev} nestos.inst.skip_reboot"), []).reboot
 
 
 def test_config_dir_listing(tmp_path: Path) -> None:
@@ -175,7 +199,7 @@ def test_offline_image_not_used_when_config_names_a_source(tmp_path: Path) -> No
 
 
 def test_command_line_quotes_for_the_console() -> None:
-    plan = build_plan(Cmdline.parse("nestos.inst.install_dev=/dev/vda ip=dhcp"), [])
+    plan = build_invocation(Cmdline.parse("nestos.inst.install_dev=/dev/vda ip=dhcp"), [])
     line = plan.command_line()
     assert line.startswith("nestos-installer install /dev/vda ")
     assert "'rd.neednet=1 ip=dhcp'" in line

@@ -62,7 +62,7 @@ def autoinstall_cmd(
         click.echo("No nestos.inst.install_dev karg and no installer config; nothing to do.")
         return
     dirs = offline_dirs or autoinstall.OFFLINE_IMAGE_DIRS
-    plan = autoinstall.build_plan(cmdline, files, autoinstall.find_offline_image(dirs))
+    plan = autoinstall.build_invocation(cmdline, files, autoinstall.find_offline_image(dirs))
     for notice in plan.notices:
         click.echo(f"Notice: {notice}", err=True)
     click.echo(plan.command_line())
@@ -75,7 +75,7 @@ def autoinstall_cmd(
     click.echo("nestos-installer: install complete.")
 
 
-def _run_install(plan: autoinstall.Plan) -> None:
+def _run_install(plan: autoinstall.Invocation) -> None:
     error: Optional[BaseException] = None
     try:
         install_cmd.main(
