@@ -63,6 +63,20 @@ class InstallConfig:
     fetch_retries: FetchRetries = field(default_factory=lambda: FetchRetries(0))
     progress: ProgressMode = ProgressMode.AUTO
 
+    def __post_init__(self) -> None:
+        """What can be judged from the options alone is judged before any disk is opened."""
+        given = [x for x in (self.image_file, self.image_url, self.stream) if x]
+        if len(given) > 1:
+            raise UsageError("give only one of --image-file, --image-url and --stream")
+        if self.image_url is not None:
+            check_url(self.image_url)
+        if self.offline and (self.image_url or self.stream):
+            raise UsageError("--offline cannot fetch an image; give --image-file instead")
+        if self.ignition_file is not None and self.ignition_url is not None:
+            raise UsageError("give only one of --ignition-file and --ignition-url")
+        if self.ignition_url is not None:
+            check_url(self.ignition_url)
+
     @property
     def boot_edits(self) -> bootconfig.BootEdits:
         return bootconfig.BootEdits(
@@ -128,9 +142,6 @@ def _make_fetcher(cfg: InstallConfig, stack: ExitStack) -> Fetcher:
 
 
 def _open_source(cfg: InstallConfig, fetcher: Fetcher, sector: int, say: Say) -> source.ImageSource:
-    given = [x for x in (cfg.image_file, cfg.image_url, cfg.stream) if x]
-    if len(given) > 1:
-        raise UsageError("give only one of --image-file, --image-url and --stream")
     if cfg.image_file is not None:
         return source.open_file(cfg.image_file, cfg.insecure, say)
     if cfg.image_url is not None:

@@ -23,129 +23,135 @@ from nestos_installer.verify import IgnitionHash
 _ADV = "Advanced: "
 
 
+_SOURCE_OPTIONS = [
+    click.option(
+        "-c",
+        "--config-file",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="YAML config file with install options (repeatable)",
+    ),
+    click.option("-s", "--stream", help="NestOS stream to install (e.g. 2403-LTS)"),
+    click.option("-u", "--image-url", help="Image URL; its signature is URL + .sig"),
+    click.option(
+        "-f",
+        "--image-file",
+        type=click.Path(dir_okay=False),
+        help="Local image file; its signature is FILE.sig",
+    ),
+]
+_IGNITION_OPTIONS = [
+    click.option(
+        "-i",
+        "--ignition-file",
+        "--ignition",
+        type=click.Path(dir_okay=False),
+        help="Embed this Ignition config in the installed system",
+    ),
+    click.option("-I", "--ignition-url", help="Fetch and embed an Ignition config"),
+    click.option(
+        "--ignition-hash",
+        metavar="DIGEST",
+        help="Expected digest of the config: sha256-<hex> or sha512-<hex>",
+    ),
+    click.option(
+        "--ignition-ca",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="PEM CA bundle trusted for HTTPS fetches (repeatable)",
+    ),
+]
+_SYSTEM_OPTIONS = [
+    click.option("-a", "--architecture", help="Target CPU architecture [default: this host]"),
+    click.option("-p", "--platform", help="Ignition platform ID (e.g. qemu, openstack)"),
+    click.option(
+        "--console",
+        multiple=True,
+        metavar="SPEC",
+        help="Kernel and GRUB console, e.g. ttyS0,115200n8 (repeatable)",
+    ),
+    click.option(
+        "--firstboot-args", metavar="ARGS", help="Kernel arguments for the first boot only"
+    ),
+    click.option(
+        "--append-karg",
+        multiple=True,
+        metavar="ARG",
+        help="Append a default kernel argument (repeatable)",
+    ),
+    click.option(
+        "--delete-karg",
+        multiple=True,
+        metavar="ARG",
+        help="Delete a default kernel argument (repeatable)",
+    ),
+    click.option(
+        "-n",
+        "--copy-network",
+        is_flag=True,
+        help="Copy NetworkManager keyfiles to the installed system",
+    ),
+    click.option(
+        "--network-dir",
+        type=click.Path(file_okay=False),
+        help=f"Keyfile directory for -n [default: {DEFAULT_NETWORK_DIR}]",
+    ),
+    click.option(
+        "--save-partlabel",
+        multiple=True,
+        metavar="GLOB",
+        help="Keep partitions whose GPT name matches GLOB (repeatable)",
+    ),
+    click.option(
+        "--save-partindex",
+        multiple=True,
+        metavar="RANGE",
+        help="Keep partitions by number: N, M-N, M-, -N (repeatable)",
+    ),
+]
+_ADVANCED_OPTIONS = [
+    click.option("--offline", is_flag=True, help=_ADV + "Use only a local image"),
+    click.option(
+        "--insecure",
+        is_flag=True,
+        help=_ADV + "Allow an image without signature (never a bad one)",
+    ),
+    click.option(
+        "--insecure-ignition",
+        is_flag=True,
+        help=_ADV + "Allow an Ignition URL over http without hash",
+    ),
+    click.option("--stream-base-url", metavar="URL", help=_ADV + "Base URL of the stream metadata"),
+    click.option(
+        "--keyring",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help=_ADV + "Also trust signatures by the OpenPGP public keys in "
+        "FILE, e.g. a mirror's or your own build's key (repeatable)",
+    ),
+    click.option(
+        "--preserve-on-error",
+        is_flag=True,
+        help=_ADV + "Don't wipe the partition table on failure",
+    ),
+    click.option(
+        "--fetch-retries",
+        metavar="N",
+        help=_ADV + "Retries for network fetches: a number or 'infinite'",
+    ),
+    click.option(
+        "--progress",
+        type=click.Choice([m.value for m in ProgressMode]),
+        help=_ADV + "Progress display [default: auto]",
+    ),
+    click.option(
+        "--plan", is_flag=True, help="Print what would be done (source, target, kargs) and stop"
+    ),
+]
+
+
 def _opts(f: Any) -> Any:
-    options = [
-        click.option(
-            "-c",
-            "--config-file",
-            multiple=True,
-            type=click.Path(dir_okay=False),
-            help="YAML config file with install options (repeatable)",
-        ),
-        click.option("-s", "--stream", help="NestOS stream to install (e.g. 2403-LTS)"),
-        click.option("-u", "--image-url", help="Image URL; its signature is URL + .sig"),
-        click.option(
-            "-f",
-            "--image-file",
-            type=click.Path(dir_okay=False),
-            help="Local image file; its signature is FILE.sig",
-        ),
-        click.option(
-            "-i",
-            "--ignition-file",
-            "--ignition",
-            type=click.Path(dir_okay=False),
-            help="Embed this Ignition config in the installed system",
-        ),
-        click.option("-I", "--ignition-url", help="Fetch and embed an Ignition config"),
-        click.option(
-            "--ignition-hash",
-            metavar="DIGEST",
-            help="Expected digest of the config: sha256-<hex> or sha512-<hex>",
-        ),
-        click.option(
-            "--ignition-ca",
-            multiple=True,
-            type=click.Path(dir_okay=False),
-            help="PEM CA bundle trusted for HTTPS fetches (repeatable)",
-        ),
-        click.option("-a", "--architecture", help="Target CPU architecture [default: this host]"),
-        click.option("-p", "--platform", help="Ignition platform ID (e.g. qemu, openstack)"),
-        click.option(
-            "--console",
-            multiple=True,
-            metavar="SPEC",
-            help="Kernel and GRUB console, e.g. ttyS0,115200n8 (repeatable)",
-        ),
-        click.option(
-            "--firstboot-args", metavar="ARGS", help="Kernel arguments for the first boot only"
-        ),
-        click.option(
-            "--append-karg",
-            multiple=True,
-            metavar="ARG",
-            help="Append a default kernel argument (repeatable)",
-        ),
-        click.option(
-            "--delete-karg",
-            multiple=True,
-            metavar="ARG",
-            help="Delete a default kernel argument (repeatable)",
-        ),
-        click.option(
-            "-n",
-            "--copy-network",
-            is_flag=True,
-            help="Copy NetworkManager keyfiles to the installed system",
-        ),
-        click.option(
-            "--network-dir",
-            type=click.Path(file_okay=False),
-            help=f"Keyfile directory for -n [default: {DEFAULT_NETWORK_DIR}]",
-        ),
-        click.option(
-            "--save-partlabel",
-            multiple=True,
-            metavar="GLOB",
-            help="Keep partitions whose GPT name matches GLOB (repeatable)",
-        ),
-        click.option(
-            "--save-partindex",
-            multiple=True,
-            metavar="RANGE",
-            help="Keep partitions by number: N, M-N, M-, -N (repeatable)",
-        ),
-        click.option("--offline", is_flag=True, help=_ADV + "Use only a local image"),
-        click.option(
-            "--insecure",
-            is_flag=True,
-            help=_ADV + "Allow an image without signature (never a bad one)",
-        ),
-        click.option(
-            "--insecure-ignition",
-            is_flag=True,
-            help=_ADV + "Allow an Ignition URL over http without hash",
-        ),
-        click.option(
-            "--stream-base-url", metavar="URL", help=_ADV + "Base URL of the stream metadata"
-        ),
-        click.option(
-            "--keyring",
-            multiple=True,
-            type=click.Path(dir_okay=False),
-            help=_ADV + "Also trust signatures by the OpenPGP public keys in "
-            "FILE, e.g. a mirror's or your own build's key (repeatable)",
-        ),
-        click.option(
-            "--preserve-on-error",
-            is_flag=True,
-            help=_ADV + "Don't wipe the partition table on failure",
-        ),
-        click.option(
-            "--fetch-retries",
-            metavar="N",
-            help=_ADV + "Retries for network fetches: a number or 'infinite'",
-        ),
-        click.option(
-            "--progress",
-            type=click.Choice([m.value for m in ProgressMode]),
-            help=_ADV + "Progress display [default: auto]",
-        ),
-        click.option(
-            "--plan", is_flag=True, help="Print what would be done (source, target, kargs) and stop"
-        ),
-    ]
-    for o in reversed(options):
+    for o in reversed(_SOURCE_OPTIONS + _IGNITION_OPTIONS + _SYSTEM_OPTIONS + _ADVANCED_OPTIONS):
         f = o(f)
     return f
 
@@ -185,8 +191,6 @@ def build_config(values: Dict[str, cfgfile.Value]) -> InstallConfig:
             hint="e.g. nestos-installer install /dev/sda, or dest-device in a config file",
         )
     ih = _s(values, "ignition-hash")
-    if _s(values, "ignition-file") and _s(values, "ignition-url"):
-        raise UsageError("give only one of --ignition-file and --ignition-url")
     nd = _s(values, "network-dir")
     return InstallConfig(
         dest_device=dest,
