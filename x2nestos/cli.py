@@ -43,7 +43,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="trusted signing key (repeatable)",
     )
     src.add_argument("--insecure", action="store_true", help="allow artifacts without a signature")
-    dst = p.add_argument_group("destination")
+    _destination(p.add_argument_group("destination"))
+    _staging(p.add_argument_group("live environment and staging"))
+
+
+def _destination(dst: Any) -> None:
     dst.add_argument(
         "-d", "--dest-device", metavar="DEV", help="target disk (default: the disk holding /)"
     )
@@ -79,16 +83,19 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="kernel argument for the installed system",
     )
     dst.add_argument(
+        "--force-unmounted-data",
+        action="store_true",
+        help="allow losing mounted data filesystems on the target",
+    )
+
+
+def _staging(dst: Any) -> None:
+    dst.add_argument(
         "--live-karg",
         action="append",
         default=[],
         metavar="ARG",
         help="kernel argument for the live environment",
-    )
-    dst.add_argument(
-        "--force-unmounted-data",
-        action="store_true",
-        help="allow losing mounted data filesystems on the target",
     )
     dst.add_argument(
         "--work-dir",
