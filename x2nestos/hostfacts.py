@@ -1,4 +1,5 @@
-"""Read-only facts about the running host (kernel, firmware, memory, mounts, virtualisation).
+"""Read-only facts about the running host (kernel, firmware, memory, virtualisation);
+mounts and disks live in nestos_installer.disks.
 
 Every reader takes `root` so tests run it on a directory tree; stdlib only, no commands run.
 """
@@ -216,47 +217,5 @@ def systemd_is_pid1(root: Path = ROOT) -> bool:
     return (_read(root, "proc/1/comm") or "").strip() == "systemd"
 
 
-@dataclass(frozen=True)
-class Mount:
-    """One line of /proc/self/mountinfo."""
-
-    devno: str  # "major:minor"
-    target: str
-    fstype: str
-    source: str
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def mounts(root: Path = ROOT) -> List[Mount]:
-    out: List[Mount] = []
-    for line in (_read(root, "proc/self/mountinfo") or "").splitlines():
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        rest = right.split()
-        if not sep or len(fields) < 5 or len(rest) < 2:
-            continue
-        out.append(Mount(fields[2], _unescape(fields[4]), rest[0], _unescape(rest[1])))
-    return out
-
-
-def mount_of(path: str, table: List[Mount]) -> Optional[Mount]:
-    """The mount that holds `path` (longest matching target; the last such one wins)."""
-    best: Optional[Mount] = None
-    norm = os.path.normpath("/" + path.lstrip("/"))
-    for m in table:
-        t = m.target.rstrip("/") or "/"
-        if norm == t or norm.startswith(t if t.endswith("/") else t + "/") or t == "/":
-            if best is None or len(t) >= len(best.target.rstrip("/") or "/"):
-                best = m
-    return best
-
-
-def swaps(root: Path = ROOT) -> List[str]:
-    lines = (_read(root, "proc/swaps") or "").splitlines()[1:]
-    return [line.split()[0] for line in lines if line.split()]
-
-
+# Filesystems that live in RAM: staging there would not survive to the kexec.
 MEMORY_FS = frozenset({"tmpfs", "ramfs", "rootfs"})

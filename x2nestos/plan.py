@@ -7,14 +7,14 @@ Builds the plan from host readers without changing anything (a --stream plan onl
 from __future__ import annotations
 
 import enum
-import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from nestos_installer import disks
 from nestos_installer import run as runner
 from nestos_installer.errors import ConfigError, NestosError, UsageError
-from x2nestos import disk, hostfacts, identity, network, preflight
+from x2nestos import hostfacts, identity, network, preflight
 from x2nestos.artifacts import (
     DEFAULT_STREAM_BASE,
     LiveArtifacts,
@@ -141,7 +141,7 @@ class Plan:
     machine: str
     kexec: hostfacts.KexecFacts
     systemd: bool
-    target: Optional[disk.TargetDisk]
+    target: Optional[disks.TargetDisk]
     artifacts: Optional[LiveArtifacts]
     payload: Optional[Payload]
     archive_size: int
@@ -216,16 +216,10 @@ def _consoles(cfg: ConvertConfig, arch: str) -> Tuple[List[str], bool]:
     return list(DEFAULT_CONSOLES.get(canon, ("tty0",))), False
 
 
-def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
-    """Gather facts and compute everything; errors that stop a conversion become FAIL checks."""
-    root = cfg.root
-    machine = hostfacts.machine_arch(root)
-    kexec = hostfacts.kexec_facts(root)
-    checks = [
-        preflight.check_root(root),
-        preflight.check_container(hostfacts.container(root)),
-        preflight.check_hypervisor(hostfacts.hypervisor(root)),
-    ]
+def _artifact_checks(
+    cfg: ConvertConfig, machine: str, download: bool
+) -> Tuple[Optional[LiveArtifacts], List[Check]]:
+    checks: List[Check] = []
     art: Optional[LiveArtifacts] = None
     try:
         art = _artifacts(cfg, machine, download)
@@ -252,45 +246,64 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     checks.append(preflight.check_arch(machine, art))
     if art is not None:
         checks.append(preflight.check_live_image(art))
-    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+    return art, checks
 
-    target: Optional[disk.TargetDisk] = None
-    target_error: Optional[str] = None
+
+def default_target(root: Path) -> str:
+    """The one physical disk under /, /boot and /boot/efi (through LVM, RAID, multipath)."""
+    found = disks.root_disks(root)
+    if not found:
+        raise UsageError("no target disk given and the disk holding / was not found")
+    if len(found) > 1:
+        # A VG over two PVs, an MD mirror, or two paths of one multipath LUN: which disk (or
+        # path) to replace is the user's call.
+        raise UsageError(
+            f"no target disk given and this system is on {len(found)} disks "
+            f"({', '.join(found)}): name the one to replace with -d"
+        )
+    return found[0]
+
+
+def _target(cfg: ConvertConfig) -> Tuple[Optional[disks.TargetDisk], Optional[str]]:
+    """(the target disk, or why there is none): -d must name a whole physical disk."""
     try:
-        spec = cfg.target or disk.root_disk(root)
-        if spec is None:
-            raise UsageError("no target disk given and the disk holding / was not found")
-        target = disk.resolve(spec, root)
+        return disks.resolve(cfg.target or default_target(cfg.root), cfg.root), None
     except NestosError as e:
-        target_error = str(e)
-    checks += preflight.check_target(
-        target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
-    )
+        return None, f"{e}; {e.hint}" if e.hint else str(e)
 
-    carried: List[str] = []
-    not_carried: List[str] = []
-    notes: List[str] = []
+
+@dataclass(frozen=True)
+class _Carried:
+    """What the host hands to the new system, and what it does not."""
+
+    ident: identity.Identity
+    keyfiles: Dict[str, str]
+    naming: List[str]  # interface naming kargs
+    consoles: List[str]
+    carried: List[str]
+    not_carried: List[str]
+
+
+def _carry(cfg: ConvertConfig, machine: str) -> _Carried:
+    root = cfg.root
     ident = identity.read_identity(
         root,
         users=Carry.SSH_KEYS in cfg.carry,
         host_keys=Carry.HOST_KEYS in cfg.carry,
         hostname=Carry.HOSTNAME in cfg.carry,
     )
-    not_carried += ident.not_carried
-    notes += ident.notes
-    for u in ident.users:
-        carried.append(f"ssh-keys: {len(u.keys)} key(s) of {u.name}")
+    carried = [f"ssh-keys: {len(u.keys)} key(s) of {u.name}" for u in ident.users]
     carried += [f"host-keys: {p}" for p in sorted(ident.host_keys)]
     if ident.hostname:
         carried.append(f"hostname: {ident.hostname}")
+    not_carried = list(ident.not_carried)
     keyfiles: Dict[str, str] = {}
+    naming: List[str] = []
     if Carry.NETWORK in cfg.carry:
         net = network.read_network(root)
         keyfiles = net.keyfiles
         carried += [f"network: {n} (from {s})" for n, s in zip(net.keyfiles, net.sources)]
         not_carried += net.not_carried
-    naming: List[str] = []
-    if Carry.NETWORK in cfg.carry:
         naming = [a for a in hostfacts.read_cmdline(root).split() if a.startswith(NAMING_KARGS)]
         carried += [f"network: kernel argument {a}" for a in naming]
     consoles, from_host = _consoles(cfg, machine)
@@ -300,20 +313,50 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         "users' passwords, packages, services, /etc and data on the target "
         "(NestOS is installed fresh)"
     ]
+    return _Carried(ident, keyfiles, naming, consoles, carried, not_carried)
 
-    payload: Optional[Payload] = None
-    size = 0
+
+def _user_ignition(cfg: ConvertConfig) -> DestSource:
+    if cfg.ignition_file:
+        try:
+            data = cfg.ignition_file.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"reading Ignition config {cfg.ignition_file}") from e
+        return DestSource(config=parse_user_ignition(data, str(cfg.ignition_file)))
+    if cfg.ignition_url:
+        return DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
+    return DestSource()
+
+
+def _dest_consoles(cfg: ConvertConfig, art: Optional[LiveArtifacts], c: _Carried) -> List[str]:
+    """Consoles for the installed system, unless the live installer cannot set them."""
+    dest_consoles = c.consoles if Carry.CONSOLE in cfg.carry else []
+    directives = (art.features or {}).get("installer-config-directives") if art else None
+    if (
+        dest_consoles
+        and art is not None
+        and art.features is not None
+        and not (isinstance(directives, dict) and directives.get("console"))
+    ):
+        c.not_carried.append(
+            "console: this live image's installer has no `console` "
+            "setting; the installed system keeps its default console"
+        )
+        return []
+    return dest_consoles
+
+
+def _payload(
+    cfg: ConvertConfig,
+    target: Optional[disks.TargetDisk],
+    art: Optional[LiveArtifacts],
+    c: _Carried,
+    checks: List[Check],
+) -> Tuple[Optional[Payload], int]:
+    """The payload archive and its size; what stops it becomes a FAIL check."""
     try:
-        user = DestSource()
-        if cfg.ignition_file:
-            try:
-                data = cfg.ignition_file.read_bytes()
-            except OSError as e:
-                raise ConfigError(f"reading Ignition config {cfg.ignition_file}") from e
-            user = DestSource(config=parse_user_ignition(data, str(cfg.ignition_file)))
-        elif cfg.ignition_url:
-            user = DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
-        if user == DestSource() and not ident.users:
+        user = _user_ignition(cfg)
+        if user == DestSource() and not c.ident.users:
             checks.append(
                 Check(
                     "login",
@@ -322,43 +365,34 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
                     "no SSH keys carried: nobody could log in to the new system",
                 )
             )
-        if target is not None and target.stable_path:
-            paths = LivePaths(art.prefix if art else "nestos")
-            dest_consoles = consoles if Carry.CONSOLE in cfg.carry else []
-            directives = (art.features or {}).get("installer-config-directives") if art else None
-            if (
-                dest_consoles
-                and art is not None
-                and art.features is not None
-                and not (isinstance(directives, dict) and directives.get("console"))
-            ):
-                not_carried.append(
-                    "console: this live image's installer has no `console` "
-                    "setting; the installed system keeps its default console"
-                )
-                dest_consoles = []
-            inst = installer_config(
-                target.stable_path,
-                paths=paths,
-                consoles=dest_consoles,
-                save_partlabel=cfg.save_partlabel,
-                append_karg=tuple(naming) + cfg.dest_kargs,
-            )
-            payload = Payload(
-                dest_ignition(user, ident, keyfiles),
-                inst,
-                keyfiles,
-                target_check_script(target.stable_path, target.size, target.serial),
-                paths,
-            )
-            size = len(archive(payload.members(), cfg.compression))
+        if target is None or not target.stable_path:
+            return None, 0
+        paths = LivePaths(art.prefix if art else "nestos")
+        inst = installer_config(
+            target.stable_path,
+            paths=paths,
+            consoles=_dest_consoles(cfg, art, c),
+            save_partlabel=cfg.save_partlabel,
+            append_karg=tuple(c.naming) + cfg.dest_kargs,
+        )
+        payload = Payload(
+            dest_ignition(user, c.ident, c.keyfiles),
+            inst,
+            c.keyfiles,
+            target_check_script(target.stable_path, target.size, target.serial),
+            paths,
+        )
+        return payload, len(archive(payload.members(), cfg.compression))
     except NestosError as e:
         checks.append(Check("ignition", Status.FAIL, str(e)))
+        return None, 0
 
-    kargs = list(art.live_kargs if art else []) + naming + list(cfg.live_kargs)
-    kargs += [f"console={c}" for c in consoles]
+
+def _host_checks(cfg: ConvertConfig, art: Optional[LiveArtifacts], size: int) -> List[Check]:
+    """Memory, staging space and how the jump happens."""
+    root = cfg.root
     mem = hostfacts.meminfo(root)
-    checks.append(preflight.check_memory(mem, art, size or preflight.PAYLOAD_ESTIMATE))
+    checks = [preflight.check_memory(mem, art, size or preflight.PAYLOAD_ESTIMATE)]
     need = preflight.memory_need(art, size)["disk"] if art is not None else 0
     checks.append(preflight.check_staging(root, cfg.staging, need))
     systemd = hostfacts.systemd_is_pid1(root)
@@ -371,24 +405,55 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
             else "kexec -e (systemd is not PID 1: no orderly shutdown)",
         )
     )
-    if cfg.save_partlabel and target is not None:
-        for pat in cfg.save_partlabel:
-            if not any(p.label and fnmatch.fnmatchcase(p.label, pat) for p in target.partitions):
-                notes.append(f"--save-partlabel {pat}: no partition on the target matches")
+    return checks
+
+
+def _save_notes(cfg: ConvertConfig, target: Optional[disks.TargetDisk]) -> List[str]:
+    if target is None:
+        return []
+    return [
+        f"--save-partlabel {pat}: no partition on the target matches"
+        for pat in cfg.save_partlabel
+        if not preflight.saved_partitions(target, [pat])
+    ]
+
+
+def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
+    """Gather facts and compute everything; errors that stop a conversion become FAIL checks."""
+    root = cfg.root
+    machine = hostfacts.machine_arch(root)
+    kexec = hostfacts.kexec_facts(root)
+    checks = [
+        preflight.check_root(root),
+        preflight.check_container(hostfacts.container(root)),
+        preflight.check_hypervisor(hostfacts.hypervisor(root)),
+    ]
+    art, art_checks = _artifact_checks(cfg, machine, download)
+    checks += art_checks
+    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+    target, target_error = _target(cfg)
+    checks += preflight.check_target(
+        target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
+    )
+    c = _carry(cfg, machine)
+    payload, size = _payload(cfg, target, art, c, checks)
+    kargs = list(art.live_kargs if art else []) + c.naming + list(cfg.live_kargs)
+    kargs += [f"console={x}" for x in c.consoles]
+    checks += _host_checks(cfg, art, size)
     return Plan(
         cfg,
         checks,
         machine,
         kexec,
-        systemd,
+        hostfacts.systemd_is_pid1(root),
         target,
         art,
         payload,
         size,
         " ".join(kargs),
-        carried,
-        not_carried,
-        notes,
+        c.carried,
+        c.not_carried,
+        c.ident.notes + _save_notes(cfg, target),
     )
 
 

@@ -1,6 +1,7 @@
 """The doctor's checks: one verdict per concern (ok / warn / fail), computed from facts only.
 
-Pure functions over values gathered by hostfacts, disk and artifacts; nothing is changed here.
+Pure functions over values gathered by hostfacts, nestos_installer.disks and artifacts;
+nothing is changed here.
 """
 
 from __future__ import annotations
@@ -10,17 +11,11 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from nestos_installer.disks import Partition, TargetDisk, mount_of, mounts
 from x2nestos.artifacts import LiveArtifacts
-from x2nestos.disk import TargetDisk
-from x2nestos.hostfacts import (
-    MEMORY_FS,
-    KexecFacts,
-    canonical_arch,
-    mount_of,
-    mounts,
-)
+from x2nestos.hostfacts import MEMORY_FS, KexecFacts, canonical_arch
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -30,6 +25,10 @@ LIVE_WORKING_SET = 512 * MiB
 # The new kernel holds the compressed initrd while unpacking it into tmpfs: budget 3x.
 LIVE_INITRD_FACTOR = 3
 PAYLOAD_ESTIMATE = 1 * MiB
+# Mount points that belong to the OS being replaced; anything else mounted is user data.
+SYSTEM_MOUNTS = frozenset(
+    {"/", "/boot", "/boot/efi", "/efi", "/usr", "/var", "/tmp", "/var/tmp", "/var/log", "/opt"}
+)
 
 
 class Status(enum.Enum):
@@ -248,29 +247,40 @@ def check_staging(root: Path, staging: Path, need: int) -> Check:
     )
 
 
-def check_target(
-    t: Optional[TargetDisk], save: Sequence[str], force_data: bool, error: Optional[str]
-) -> List[Check]:
-    if t is None:
-        return [Check("target", Status.FAIL, error or "no target disk")]
-    out = []
+def data_mounts(t: TargetDisk, saved_labels: Tuple[str, ...] = ()) -> List[Tuple[str, str, str]]:
+    """Mounted filesystems on the disk that are not the old OS and not saved partitions."""
+    saved = {p.name for p in t.partitions if p.label and p.label in saved_labels}
+    return [
+        m for m in t.mounted if m[1] not in SYSTEM_MOUNTS and m[0].rsplit("/", 1)[-1] not in saved
+    ]
+
+
+def saved_partitions(t: TargetDisk, save: Sequence[str]) -> List[Partition]:
+    """The partitions whose label matches one of the --save-partlabel globs."""
+    return [
+        p
+        for p in t.partitions
+        if p.label and any(fnmatch.fnmatchcase(p.label, pat) for pat in save)
+    ]
+
+
+def _target_identity(t: TargetDisk) -> Check:
     if t.stable_path is None:
-        out.append(
-            Check(
-                "target",
-                Status.FAIL,
-                f"{t.kernel_path} has no stable identity (no "
-                "serial or WWN in /dev/disk/by-id or sysfs)",
-            )
+        return Check(
+            "target",
+            Status.FAIL,
+            f"{t.kernel_path} has no stable identity (no "
+            "serial or WWN in /dev/disk/by-id or sysfs)",
         )
-    else:
-        out.append(
-            Check(
-                "target",
-                Status.OK,
-                f"{t.kernel_path} = {t.stable_path} ({t.by_id_source}), {_mib(t.size)}",
-            )
-        )
+    return Check(
+        "target",
+        Status.OK,
+        f"{t.kernel_path} = {t.stable_path} ({t.by_id_source}), {_mib(t.size)}",
+    )
+
+
+def _target_medium(t: TargetDisk) -> List[Check]:
+    out = []
     if t.read_only:
         out.append(Check("target-writable", Status.FAIL, f"{t.kernel_path} is read-only"))
     if t.size < MIN_DISK:
@@ -283,15 +293,14 @@ def check_target(
         )
     if t.removable:
         out.append(Check("target-removable", Status.WARN, f"{t.kernel_path} is removable"))
-    saved = [
-        p
-        for p in t.partitions
-        if p.label and any(fnmatch.fnmatchcase(p.label, pat) for pat in save)
-    ]
-    data = t.data_mounts(tuple(p.label for p in saved if p.label))
+    return out
+
+
+def _target_data(t: TargetDisk, saved: List[Partition], force_data: bool) -> List[Check]:
+    data = data_mounts(t, tuple(p.label for p in saved if p.label))
     if data and not force_data:
         what = ", ".join(f"{d} on {m}" for d, m, _ in data)
-        out.append(
+        return [
             Check(
                 "target-data",
                 Status.FAIL,
@@ -299,15 +308,25 @@ def check_target(
                 f"that would be lost: {what} (use --force-unmounted-data or "
                 "--save-partlabel)",
             )
-        )
-    elif data:
-        out.append(
+        ]
+    if data:
+        return [
             Check(
                 "target-data",
                 Status.WARN,
                 "data that will be lost: " + ", ".join(m for _, m, _ in data),
             )
-        )
+        ]
+    return []
+
+
+def check_target(
+    t: Optional[TargetDisk], save: Sequence[str], force_data: bool, error: Optional[str]
+) -> List[Check]:
+    if t is None:
+        return [Check("target", Status.FAIL, error or "no target disk")]
+    saved = saved_partitions(t, save)
+    out = [_target_identity(t), *_target_medium(t), *_target_data(t, saved, force_data)]
     used = [f"{m} ({d})" for d, m, _ in t.mounted] + [f"swap {s}" for s in t.swap]
     used += [f"held by {h}" for h in t.holders]
     out.append(Check("target-use", Status.INFO, "in use: " + (", ".join(used) or "nothing")))

@@ -1,8 +1,8 @@
-"""The privileged surface of the installer: block-device ioctls, exclusive opens, partition
-nodes, private mounts and partition-table wipes.
+"""The privileged surface of the installer: exclusive opens, writes and zeroing, partition
+nodes, private mounts.
 
-The only installer module that uses fcntl/ioctls or mounts. Decisions are made elsewhere; this
-module executes them and reports who holds a busy disk.
+The only installer module that uses fcntl/ioctls or mounts; read-only disk facts (who holds a
+busy disk, partitions) come from `disks`. Must not import gpt (pyparted): callers compose.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import errno
 import fcntl
 import logging
 import os
-import stat
 import struct
 import tempfile
 import threading
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
-from nestos_installer import run
+from nestos_installer import disks, run
 from nestos_installer.errors import TargetBusy, TargetError
 
 log = logging.getLogger(__name__)
@@ -91,83 +90,10 @@ class Target:
             self.fd = -1
 
 
-def canonical_device(path: str) -> str:
-    """Resolve symlinks (/dev/disk/by-id/...) and require a block device."""
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-    except FileNotFoundError as e:
-        raise TargetError(f"{path} does not exist") from e
-    if not stat.S_ISBLK(st.st_mode):
-        raise TargetError(f"{path} is not a block device")
-    return real
-
-
-def _sysfs_name(dev: str) -> str:
-    st = os.stat(dev)
-    link = Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
-    return link.resolve().name
-
-
-def partitions_of(dev: str) -> List[str]:
-    """The /dev nodes of the partitions the kernel knows for disk `dev` (sysfs order)."""
-    name = _sysfs_name(dev)
-    base = Path("/sys/class/block") / name
-    parts = []
-    for child in sorted(base.iterdir()) if base.is_dir() else []:
-        if (child / "partition").exists():
-            parts.append((int((child / "partition").read_text()), f"/dev/{child.name}"))
-    return [p for _, p in sorted(parts)]
-
-
-def _mounts() -> Dict[str, List[str]]:
-    """major:minor -> mount points, from /proc/self/mountinfo."""
-    result: Dict[str, List[str]] = {}
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 4:
-            result.setdefault(fields[2], []).append(fields[4].replace("\\040", " "))
-    return result
-
-
-def _swaps() -> List[str]:
-    lines = Path("/proc/swaps").read_text().splitlines()[1:]
-    return [os.path.realpath(line.split()[0]) for line in lines if line.split()]
-
-
-def busy_report(dev: str) -> List[str]:
-    """Lines naming who holds `dev` or its partitions: mounts, swap, holders (dm, md...)."""
-    mounts = _mounts()
-    swaps = _swaps()
-    lines: List[str] = []
-    for node in [dev, *partitions_of(dev)]:
-        st = os.stat(node)
-        key = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-        for mp in mounts.get(key, []):
-            lines.append(f"{node} mounted on {mp}")
-        if node in swaps:
-            lines.append(f"{node} is swap device")
-        holders = Path("/sys/class/block") / _sysfs_name(node) / "holders"
-        for h in sorted(holders.iterdir()) if holders.is_dir() else []:
-            lines.append(f"{node} in use by /dev/{h.name}")
-    return lines
-
-
-def root_disks() -> List[str]:
-    """Canonical disks that hold a mounted filesystem of this system's `/`."""
-    st = os.stat("/")
-    name = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
-    if not name.exists():
-        return []
-    real = name.resolve()
-    disk = real.parent.name if (real / "partition").exists() else real.name
-    return [f"/dev/{disk}"]
-
-
 def open_target(path: str) -> Target:
     """Open the destination disk read-write and exclusively, or say who holds it."""
-    dev = canonical_device(path)
-    if (Path("/sys/class/block") / _sysfs_name(dev) / "partition").exists():
+    dev = disks.canonical_device(path)
+    if (Path("/sys/class/block") / disks.kernel_name(dev) / "partition").exists():
         raise TargetError(
             f"{path} is a partition, not a whole disk",
             hint="give the disk itself, e.g. /dev/sda rather than /dev/sda1",
@@ -177,7 +103,7 @@ def open_target(path: str) -> Target:
     except OSError as e:
         if e.errno != errno.EBUSY:
             raise TargetError(f"opening {dev}") from e
-        holders = busy_report(dev)
+        holders = disks.busy_report(dev)
         detail = "; ".join(holders) if holders else "held by another program"
         raise TargetBusy(
             f"found busy partitions on {dev}: {detail}",
@@ -213,13 +139,13 @@ def reread_partitions(
         fcntl.ioctl(target.fd, BLKRRPART)
     except OSError:
         pass  # EINVAL on loop devices without partscan; partx below covers it
-    parts = partitions_of(target.path)
+    parts = disks.partitions_of(target.path)
     if not parts and expect_partitions:
         run.require_tool("partx", "add partition nodes when the kernel does not parse GPT")
         # -u updates known ones; -a adds the rest. Both are idempotent enough to run in turn.
         run.run(["partx", "-u", target.path], check=False)
         run.run(["partx", "-a", target.path], check=False)
-        parts = partitions_of(target.path)
+        parts = disks.partitions_of(target.path)
     deadline = time.monotonic() + timeout
     while any(not os.path.exists(p) for p in parts):
         if time.monotonic() > deadline:
@@ -235,7 +161,7 @@ def drop_partitions(target: Target) -> None:
         fcntl.ioctl(target.fd, BLKRRPART)
     except OSError:
         pass
-    if partitions_of(target.path):
+    if disks.partitions_of(target.path):
         run.run(["partx", "-d", target.path], check=False)
 
 
@@ -325,13 +251,8 @@ def with_mounted(dev: str, fstype: str, fn: Callable[[Path], T]) -> T:
     return box["result"]  # type: ignore[return-value]
 
 
-def wipe_partition_table(target: Target) -> None:
-    """Leave the disk empty and unbootable: a blank GPT whose backup header sits at the disk's
-    real end (so firmware cannot pick up a stale backup GPT of an earlier install), then zero
-    the whole first MiB (boot code, protective MBR, primary GPT)."""
-    from nestos_installer import gpt  # deferred: gpt pulls in pyparted
-
-    gpt.write_blank(target.path)
+def zero_head(target: Target) -> None:
+    """Zero the whole first MiB (boot code, protective MBR, primary GPT) and settle."""
     _zero_and_settle(target, [(0, min(MIB, target.size))])
 
 
@@ -360,8 +281,3 @@ def _zero_and_settle(target: Target, ranges: List[Tuple[int, int]]) -> None:
         fcntl.ioctl(target.fd, BLKFLSBUF)
     except OSError:
         pass
-
-
-def require_not_root_disk(dev: str) -> None:
-    if dev in root_disks():
-        raise TargetBusy(f"{dev} holds the running system's root filesystem", [f"{dev} holds /"])

@@ -71,6 +71,12 @@ class IndexRange:
             self.last is None or index <= self.last
         )
 
+    def __str__(self) -> str:
+        """As the user writes it: `partition 2`, `partitions 2-5`, `partitions 2-`."""
+        if self.first is not None and self.first == self.last:
+            return f"partition {self.first}"
+        return f"partitions {self.first or ''}-{self.last or ''}"
+
 
 def _parse_index(part: str) -> int:
     if not re.fullmatch(r"[0-9]+", part):
@@ -122,6 +128,11 @@ class PartitionFilter:
         return any(r.matches(index) for r in self.indexes) or any(
             fnmatch.fnmatchcase(name, g) for g in self.labels
         )
+
+    def __str__(self) -> str:
+        """In user terms: `partitions labelled data*, partition 2, partitions 5-`."""
+        labels = [f"partitions labelled {', '.join(self.labels)}"] if self.labels else []
+        return ", ".join(labels + [str(r) for r in self.indexes]) or "nothing"
 
 
 # ---------------------------------------------------------------- saved partitions

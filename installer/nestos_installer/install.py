@@ -1,7 +1,9 @@
 """The `install` verb: resolve and check everything, stream the verified image onto the
 target (first MiB last), then edit the `boot` filesystem; on failure wipe the partition table.
+Also `describe`, the text of `install --plan`.
 
-Orchestration only: the concepts live in source, writer, gpt, bootconfig, ignition, blockdev.
+Orchestration only: the concepts live in source, writer, gpt, bootconfig, ignition, blockdev,
+disks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from nestos_installer import blockdev, bootconfig, gpt, ignition, source, writer
+from nestos_installer import blockdev, bootconfig, disks, gpt, ignition, source, writer
 from nestos_installer.errors import (
     ConfigError,
     HashMismatch,
@@ -172,7 +174,7 @@ def install(cfg: InstallConfig, say: Say) -> None:
         ign = load_ignition(cfg, fetcher)
         target = blockdev.open_target(cfg.dest_device)
         stack.callback(target.close)
-        blockdev.require_not_root_disk(target.path)
+        disks.require_not_root_disk(target.path)
         if target.path != cfg.dest_device:
             say(f"Installing to {target.path} ({cfg.dest_device})")
         saved = gpt.select_saved(
@@ -211,13 +213,21 @@ def _fail(
         return
     say("Resetting partition table")
     try:
-        blockdev.wipe_partition_table(target)
+        _wipe_partition_table(target)
         if saved:
             gpt.write_saved_only(target.path, saved)
         target.fsync()
         blockdev.drop_partitions(target)
     except (NestosError, OSError) as e2:
         say(f"Error: could not reset the partition table of {target.path}: {e2}")
+
+
+def _wipe_partition_table(target: blockdev.Target) -> None:
+    """Leave the disk empty and unbootable: a blank GPT whose backup header sits at the disk's
+    real end (so firmware cannot pick up a stale backup GPT of an earlier install), then zero
+    the whole first MiB (boot code, protective MBR, primary GPT)."""
+    gpt.write_blank(target.path)
+    blockdev.zero_head(target)
 
 
 def _write(
@@ -236,6 +246,34 @@ def _write(
     if saved:
         gpt.write_saved_only(target.path, saved)
         target.fsync()
+    head = _stream_verified(cfg, target, src, saved, limit, say)
+    writer.commit_head(target, head)
+    if saved:
+        table = gpt.read_table(target.path)
+        image_indexes = [e.index for e in table.entries] if table is not None else []
+        moves = gpt.renumber(image_indexes, saved)
+        for new, e in moves:
+            say(f'Saving partition {e.index} ("{e.name}") to new partition {new}')
+        gpt.merge_saved(target.path, moves)
+    target.fsync()
+    parts = blockdev.reread_partitions(target)
+    if ign is not None or cfg.boot_edits or cfg.copy_network:
+        dev, fstype = blockdev.find_by_label(parts, "boot", target.path)
+        target.release_exclusive()
+        blockdev.with_mounted(dev, fstype, lambda boot: _postprocess(cfg, boot, ign, say))
+    target.fsync()
+
+
+def _stream_verified(
+    cfg: InstallConfig,
+    target: blockdev.Target,
+    src: source.ImageSource,
+    saved: List[gpt.PartitionEntry],
+    limit: int,
+    say: Say,
+) -> bytes:
+    """Stream the image onto the target (all but the first MiB, returned) and check its
+    signature and hash; raises before anything bootable was written."""
     keyring = Keyring.default(cfg.keyrings)
     sha = hashlib.sha256()
     with ExitStack() as stack:
@@ -273,21 +311,7 @@ def _write(
                 )
         finally:
             flushed()
-    writer.commit_head(target, head)
-    if saved:
-        table = gpt.read_table(target.path)
-        image_indexes = [e.index for e in table.entries] if table is not None else []
-        moves = gpt.renumber(image_indexes, saved)
-        for new, e in moves:
-            say(f'Saving partition {e.index} ("{e.name}") to new partition {new}')
-        gpt.merge_saved(target.path, moves)
-    target.fsync()
-    parts = blockdev.reread_partitions(target)
-    if ign is not None or cfg.boot_edits or cfg.copy_network:
-        dev, fstype = blockdev.find_by_label(parts, "boot", target.path)
-        target.release_exclusive()
-        blockdev.with_mounted(dev, fstype, lambda boot: _postprocess(cfg, boot, ign, say))
-    target.fsync()
+    return head
 
 
 def _fsync_in_background(target: blockdev.Target) -> Callable[[], None]:
@@ -335,3 +359,61 @@ def _postprocess(cfg: InstallConfig, boot: Path, ign: Optional[bytes], say: Say)
         say(f"Copying networking configuration from {cfg.network_dir}")
         ignition.copy_network(boot, cfg.network_dir, say)
     os.sync()
+
+
+def describe(cfg: InstallConfig) -> str:
+    """The text of `install --plan`: what would be done, without writing or fetching."""
+    lines = ["Install plan (nothing will be written):"]
+    lines += _describe_target(cfg.dest_device)
+    lines.append(f"  source:      {_describe_source(cfg)}")
+    lines.append(f"  signature:   {'optional (--insecure)' if cfg.insecure else 'required'}")
+    ign = cfg.ignition_file or cfg.ignition_url
+    lines.append(f"  ignition:    {ign or 'none'}")
+    if cfg.platform:
+        lines.append(f"  platform:    {cfg.platform}")
+    lines += [f"  console:     {c}" for c in cfg.console]
+    lines += [f"  append karg: {k}" for k in cfg.append_karg]
+    lines += [f"  delete karg: {k}" for k in cfg.delete_karg]
+    if cfg.firstboot_args:
+        lines.append(f"  first boot:  {cfg.firstboot_args}")
+    if cfg.copy_network:
+        lines.append(f"  network:     copy keyfiles from {cfg.network_dir}")
+    if cfg.save:
+        lines.append(f"  save:        {cfg.save}")
+        lines += _describe_saved(cfg.dest_device, cfg.save)
+    return "\n".join(lines)
+
+
+def _describe_target(dev: str) -> List[str]:
+    try:
+        real = disks.canonical_device(dev)
+        size = Path(f"/sys/class/block/{os.path.basename(real)}/size")
+        sectors = int(size.read_text()) if size.exists() else 0
+        lines = [f"  target:      {dev} -> {real} ({sectors * 512} bytes)"]
+        busy = disks.busy_report(real)
+        if busy:
+            lines.append(f"  WARNING:     target is busy: {'; '.join(busy)}")
+        return lines
+    except TargetError as e:
+        return [f"  target:      {dev} ({e})"]
+
+
+def _describe_source(cfg: InstallConfig) -> str:
+    if cfg.image_file:
+        return f"file {cfg.image_file} (signature {cfg.image_file}.sig)"
+    if cfg.image_url:
+        return f"URL {cfg.image_url} (signature {cfg.image_url}.sig)"
+    return f"stream {cfg.stream or '2403-LTS'} {cfg.architecture} metal" + (
+        f" from {cfg.stream_base_url}" if cfg.stream_base_url else ""
+    )
+
+
+def _describe_saved(dev: str, save: gpt.PartitionFilter) -> List[str]:
+    try:
+        table = gpt.read_table(disks.canonical_device(dev))
+        return [
+            f'    keeps partition {ent.index} ("{ent.name}") at sector {ent.start}'
+            for ent in gpt.select_saved(table, save, table.sector_size if table else 512)
+        ]
+    except Exception as err:  # the plan reports, never fails on a read problem
+        return [f"    (could not read partition table: {err})"]

@@ -142,6 +142,18 @@ def _one_error(proc: subprocess.CompletedProcess) -> str:
         ({"kexec_disabled": True}, ["--pxe", "{media}/pxe"], "kexec: kexec is disabled"),
         ({"data_mount": True}, ["--pxe", "{media}/pxe"], "target-data: /dev/vda holds mounted"),
         ({"arch": "sparc64"}, ["--pxe", "{media}/pxe"], "unknown host architecture"),
+        (
+            {"layout": "lvm"},
+            ["--pxe", "{media}/pxe", "-d", "/dev/mapper/vg-root"],
+            "target: /dev/mapper/vg-root is an LVM logical volume, not a whole disk; name a "
+            "physical disk under it (/dev/vda)",
+        ),
+        (
+            {"layout": "raid1"},
+            ["--pxe", "{media}/pxe"],
+            "target: no target disk given and this system is on 2 disks (/dev/vda, /dev/vdb): "
+            "name the one to replace with -d",
+        ),
     ],
 )
 def test_convert_bad_input_one_line(

@@ -252,10 +252,21 @@ def test_plan_writes_nothing(demo_artifacts, tmp_path):  # noqa: F811
         with open(dev, "r+b") as f:
             f.write(b"keep")
         proc = installer(
-            *base_args(a), "--plan", "--append-karg", "x=1", "--console", "ttyS0,115200n8", dev
+            *base_args(a),
+            "--plan",
+            "--append-karg",
+            "x=1",
+            "--console",
+            "ttyS0,115200n8",
+            "--save-partlabel",
+            "data*",
+            "--save-partindex",
+            "2-",
+            dev,
         )
         assert proc.returncode == 0, proc.stderr
         assert f"target:      {dev}" in proc.stdout
+        assert "save:        partitions labelled data*, partitions 2-" in proc.stdout
         assert f"file {a.raw_xz}" in proc.stdout
         assert "append karg: x=1" in proc.stdout and "console:     ttyS0,115200n8" in proc.stdout
         assert read_at(dev, 0, 4) == b"keep"

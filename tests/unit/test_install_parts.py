@@ -17,6 +17,7 @@ import pytest
 from helpers.capabilities import require_tools
 from nestos_installer import bootconfig, config, gpt, ignition, writer
 from nestos_installer.errors import ConfigError, ImageFormatError, TargetError, UsageError
+from nestos_installer.install import InstallConfig, describe
 from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.readers import BytesReader
 
@@ -145,6 +146,30 @@ def test_partition_filters_and_renumbering():
     e = [gpt.PartitionEntry(i, 100 * i, 10, "t", f"u{i}") for i in (4, 5, 7)]
     moved = gpt.renumber([1, 2, 4], e)
     assert [(new, old.index) for new, old in moved] == [(5, 4), (6, 5), (7, 7)]
+
+
+def test_plan_text_in_user_terms(tmp_path: Path) -> None:
+    """`install --plan` names saved partitions as the user gave them, never Python reprs."""
+    dev = tmp_path / "disk.img"
+    dev.write_bytes(b"\0" * 4096)
+    cfg = InstallConfig(
+        dest_device=str(dev),
+        image_file=Path("/srv/nestos.raw.xz"),
+        append_karg=("x=1",),
+        save=gpt.PartitionFilter.parse(["data*,boot"], ["2-", "5", "-3", "7-9"]),
+    )
+    text = describe(cfg)
+    assert text.splitlines()[0] == "Install plan (nothing will be written):"
+    assert f"  target:      {dev} ({dev} is not a block device)" in text
+    assert "  source:      file /srv/nestos.raw.xz (signature /srv/nestos.raw.xz.sig)" in text
+    assert "  append karg: x=1" in text
+    assert (
+        "  save:        partitions labelled data*, boot, partitions 2-, partition 5, "
+        "partitions -3, partitions 7-9"
+    ) in text
+    assert "    (could not read partition table:" in text
+    assert "None" not in text and "[" not in text
+    assert str(gpt.PartitionFilter()) == "nothing"
 
 
 def test_sector_size_detection():

@@ -1,16 +1,14 @@
 """x2nestos host readers on fake root trees: memory, consoles, kexec/lockdown/Secure Boot,
-containers, mounts and the target disk's identity."""
+containers (mounts and disks: test_disks.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from fixtures.hostfacts.hosttree import build_host
-from nestos_installer.errors import TargetError
-from x2nestos import disk, hostfacts
+from x2nestos import hostfacts
 
 
 @pytest.fixture
@@ -67,51 +65,3 @@ def test_container_detection(tmp_path: Path) -> None:
     other = tmp_path / "lxc"
     build_host(other, container="lxc")
     assert hostfacts.container(other) == "lxc"
-
-
-def test_mounts_unescape_and_lookup(tmp_path: Path) -> None:
-    build_host(tmp_path, data_mount=True)
-    table = hostfacts.mounts(tmp_path)
-    targets = [m.target for m in table]
-    assert "/srv/my data" in targets
-    assert hostfacts.mount_of("/tmp/x", table).fstype == "tmpfs"  # type: ignore[union-attr]
-    assert hostfacts.mount_of("/var/lib/x2nestos", table).fstype == "ext4"  # type: ignore
-    assert hostfacts.mount_of("/boot/efi", table).target == "/boot"  # type: ignore
-
-
-def test_disk_identity_from_sysfs(host: Path) -> None:
-    t = disk.resolve("/dev/vda", host)
-    assert t.stable_path == "/dev/disk/by-id/virtio-x2n-test-disk"
-    assert t.by_id_source == "sysfs"
-    assert t.size == 20 << 30
-    assert [p.label for p in t.partitions] == ["root", "boot", "data"]
-    assert ("/dev/vda1", "/", "ext4") in t.mounted
-    assert t.data_mounts() == []
-    assert disk.root_disk(host) == "vda"
-    assert disk.resolve("vda", host).name == "vda"
-
-
-def test_disk_identity_from_udev_links(host: Path) -> None:
-    byid = host / "dev/disk/by-id"
-    byid.mkdir(parents=True)
-    os.symlink("../../vda", byid / "virtio-x2n-test-disk")
-    os.symlink("../../vda1", byid / "virtio-x2n-test-disk-part1")
-    os.symlink("../../vda", byid / "wwn-0x5000c500a1b2c3d4")
-    t = disk.resolve("/dev/disk/by-id/virtio-x2n-test-disk", host)
-    assert t.name == "vda"
-    assert t.stable_path == "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"
-    assert t.by_id_source == "udev"
-
-
-def test_disk_rejects_partitions_and_unknown(host: Path) -> None:
-    with pytest.raises(TargetError, match="partition of /dev/vda"):
-        disk.resolve("/dev/vda1", host)
-    with pytest.raises(TargetError, match="no such block device"):
-        disk.resolve("/dev/sdz", host)
-
-
-def test_data_mounts_and_saved_partitions(tmp_path: Path) -> None:
-    build_host(tmp_path, data_mount=True)
-    t = disk.resolve("/dev/vda", tmp_path)
-    assert t.data_mounts() == [("/dev/vda3", "/srv/my data", "xfs")]
-    assert t.data_mounts(("data",)) == []

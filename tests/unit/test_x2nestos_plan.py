@@ -13,7 +13,9 @@ import pytest
 
 from fixtures.hostfacts.hosttree import GiB, build_host, build_iso, build_pxe
 from helpers.capabilities import require_tools
+from nestos_installer import disks
 from nestos_installer.errors import NestosError, UsageError
+from x2nestos import preflight
 from x2nestos.convert import convert
 from x2nestos.plan import Carry, ConvertConfig, build_plan
 
@@ -107,6 +109,66 @@ def test_data_mount_allowed_when_saved_or_forced(tmp_path: Path, pxe: Path) -> N
     plan = build_plan(_cfg(tmp_path, pxe, force_unmounted_data=True))
     assert plan.ok
     assert any(c.name == "target-data" and c.status.value == "warn" for c in plan.checks)
+
+
+def test_data_mounts_and_saved_partitions(tmp_path: Path) -> None:
+    build_host(tmp_path, data_mount=True)
+    t = disks.resolve("/dev/vda", tmp_path)
+    assert preflight.data_mounts(t) == [("/dev/vda3", "/srv/my data", "xfs")]
+    assert preflight.data_mounts(t, ("data",)) == []
+    assert [p.name for p in preflight.saved_partitions(t, ["da*", "boot"])] == ["vda2", "vda3"]
+
+
+@pytest.mark.parametrize("layout", ["plain", "whole", "lvm"])
+def test_default_target_is_the_physical_disk_under_root(
+    tmp_path: Path, pxe: Path, layout: str
+) -> None:
+    """With / on an LVM volume (CentOS/RHEL default) the target is the PV's disk, not dm-0."""
+    build_host(tmp_path, layout=layout)
+    plan = build_plan(_cfg(tmp_path, pxe))
+    assert plan.ok, _failed(plan)
+    assert plan.target is not None and plan.target.name == "vda"
+    assert plan.payload is not None
+    assert plan.payload.installer["dest-device"] == "/dev/disk/by-id/virtio-x2n-test-disk"
+
+
+@pytest.mark.parametrize(
+    "layout,found,chosen",
+    [
+        ("lvm2", "/dev/vda, /dev/vdb", "/dev/vdb"),  # one VG over two PVs
+        ("raid1", "/dev/vda, /dev/vdb", "/dev/vda"),  # MD mirror
+        ("multipath", "/dev/sda, /dev/sdb", "/dev/sda"),  # two paths of one LUN
+    ],
+)
+def test_no_default_target_when_the_system_spans_disks(
+    tmp_path: Path, pxe: Path, layout: str, found: str, chosen: str
+) -> None:
+    build_host(tmp_path, layout=layout)
+    detail = _failed(build_plan(_cfg(tmp_path, pxe)))["target"]
+    assert detail == (
+        f"no target disk given and this system is on 2 disks ({found}): "
+        "name the one to replace with -d"
+    )
+    plan = build_plan(_cfg(tmp_path, pxe, target=chosen))
+    assert plan.ok, _failed(plan)
+    assert plan.target is not None and plan.target.kernel_path == chosen
+
+
+@pytest.mark.parametrize(
+    "layout,target,text",
+    [
+        ("lvm", "/dev/dm-0", "/dev/dm-0 is an LVM logical volume, not a whole disk"),
+        ("lvm", "/dev/vda2", "/dev/vda2 is a partition of /dev/vda, not a whole disk"),
+        ("raid1", "/dev/md0", "/dev/md0 is a software RAID (md) device, not a whole disk"),
+        ("multipath", "/dev/mapper/mpatha", "/dev/mapper/mpatha is a multipath device"),
+    ],
+)
+def test_dest_device_must_be_a_whole_physical_disk(
+    tmp_path: Path, pxe: Path, layout: str, target: str, text: str
+) -> None:
+    build_host(tmp_path, layout=layout)
+    detail = _failed(build_plan(_cfg(tmp_path, pxe, target=target)))["target"]
+    assert detail.startswith(text) and "\n" not in detail
 
 
 def test_secure_boot_selects_file_load(tmp_path: Path, pxe: Path) -> None:

@@ -11,13 +11,13 @@ from click.core import ParameterSource
 
 from nestos_installer import config as cfgfile
 from nestos_installer.bootconfig import Console
+from nestos_installer.disks import resolve_dest
 from nestos_installer.download import host_architecture
 from nestos_installer.errors import UsageError
 from nestos_installer.fetch import FetchRetries
 from nestos_installer.gpt import PartitionFilter
-from nestos_installer.install import DEFAULT_NETWORK_DIR, InstallConfig, install
+from nestos_installer.install import DEFAULT_NETWORK_DIR, InstallConfig, describe, install
 from nestos_installer.pipeline.progress import ProgressMode
-from nestos_installer.plan import describe, resolve_dest
 from nestos_installer.verify import IgnitionHash
 
 _ADV = "Advanced: "
