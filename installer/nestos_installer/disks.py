@@ -1,5 +1,5 @@
 """Read-only facts about block devices: mounts, swaps, disks and partitions, by-id names, who
-holds a disk, the physical disks under a mount (through dm, md, multipath) and `auto:` choice.
+holds a disk, and the physical disks under a mount (through dm, md, multipath).
 
 Every reader takes `root` (tests pass a fake /sys, /proc, /dev tree). Imports only the stdlib
 and `errors`: the x2nestos zipapp bundles it, so it must run on Python 3.7.
@@ -12,9 +12,9 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from nestos_installer.errors import TargetBusy, TargetError, UsageError
+from nestos_installer.errors import TargetBusy, TargetError
 
 ROOT = Path("/")
 # The mounts of the running OS whose disks are "the system disks" (default x2nestos target,
@@ -24,7 +24,7 @@ SYSTEM_MOUNTPOINTS = ("/", "/boot", "/boot/efi")
 _BY_ID_ORDER = ("wwn-", "nvme-eui.", "nvme-uuid.", "nvme-", "scsi-", "ata-", "virtio-", "usb-")
 
 
-def _read(path: Path) -> Optional[str]:
+def read_attr(path: Path) -> Optional[str]:
     try:
         return path.read_text(errors="replace").strip()
     except OSError:
@@ -50,7 +50,7 @@ def _unescape(text: str) -> str:
 
 def mounts(root: Path = ROOT) -> List[Mount]:
     out: List[Mount] = []
-    for line in (_read(root / "proc/self/mountinfo") or "").splitlines():
+    for line in (read_attr(root / "proc/self/mountinfo") or "").splitlines():
         left, sep, right = line.partition(" - ")
         fields = left.split()
         rest = right.split()
@@ -74,7 +74,7 @@ def mount_of(path: str, table: List[Mount]) -> Optional[Mount]:
 
 def swaps(root: Path = ROOT) -> List[str]:
     """The paths of /proc/swaps (block devices or swap files)."""
-    lines = (_read(root / "proc/swaps") or "").splitlines()[1:]
+    lines = (read_attr(root / "proc/swaps") or "").splitlines()[1:]
     return [line.split()[0] for line in lines if line.split()]
 
 
@@ -106,7 +106,7 @@ def _partition_dirs(sysdir: Path) -> List[Path]:
     except OSError:
         return []
     parts = [p for p in children if p.name.startswith(sysdir.name) and (p / "partition").exists()]
-    return sorted(parts, key=lambda p: int(_read(p / "partition") or "0"))
+    return sorted(parts, key=lambda p: int(read_attr(p / "partition") or "0"))
 
 
 def block_devices(root: Path = ROOT) -> Dict[str, BlockDevice]:
@@ -114,9 +114,9 @@ def block_devices(root: Path = ROOT) -> Dict[str, BlockDevice]:
     out: Dict[str, BlockDevice] = {}
     sysblock = root / "sys/block"
     for d in sorted(sysblock.iterdir()) if sysblock.is_dir() else []:
-        out[d.name] = BlockDevice(d.name, _read(d / "dev") or "", None, d)
+        out[d.name] = BlockDevice(d.name, read_attr(d / "dev") or "", None, d)
         for p in _partition_dirs(d):
-            out[p.name] = BlockDevice(p.name, _read(p / "dev") or "", d.name, p)
+            out[p.name] = BlockDevice(p.name, read_attr(p / "dev") or "", d.name, p)
     return out
 
 
@@ -271,7 +271,7 @@ def _swap_names(root: Path) -> Set[str]:
 
 
 @dataclass(frozen=True)
-class _Users:
+class Holders:
     """What can hold a block device, read once: the device index, mounts by devno, swaps."""
 
     index: Dict[str, BlockDevice]
@@ -279,7 +279,7 @@ class _Users:
     swapping: Set[str]
 
     @classmethod
-    def read(cls, root: Path) -> _Users:
+    def read(cls, root: Path) -> Holders:
         mounted: Dict[str, List[str]] = {}
         for m in mounts(root):
             mounted.setdefault(m.devno, []).append(m.target)
@@ -299,7 +299,7 @@ class _Users:
 
 def busy_report(dev: str, root: Path = ROOT) -> List[str]:
     """Lines naming who holds `dev` or its partitions: mounts, swap, holders (dm, md...)."""
-    return _Users.read(root).report(kernel_name(dev, root))
+    return Holders.read(root).report(kernel_name(dev, root))
 
 
 # ---------------------------------------------------------------- identity
@@ -328,16 +328,16 @@ def _clean(text: str) -> str:
     return re.sub(r"[^\w.+:-]", "_", text.strip())
 
 
-def _serial(sysdir: Path) -> Optional[str]:
+def serial_of(sysdir: Path) -> Optional[str]:
     """The serial the live target check re-reads (virtio `serial`, NVMe/MMC `device/serial`)."""
-    return _read(sysdir / "serial") or _read(sysdir / "device/serial")
+    return read_attr(sysdir / "serial") or read_attr(sysdir / "device/serial")
 
 
 def _sysfs_by_id(name: str, sysdir: Path) -> Tuple[Optional[str], Optional[str], Optional[str]]:
     """Derive the by-id name udev would create, from sysfs alone: (by_id, serial, wwid)."""
-    serial = _serial(sysdir)
-    wwid = _read(sysdir / "wwid") or _read(sysdir / "device/wwid")
-    model = _read(sysdir / "device/model")
+    serial = serial_of(sysdir)
+    wwid = read_attr(sysdir / "wwid") or read_attr(sysdir / "device/wwid")
+    model = read_attr(sysdir / "device/model")
     if wwid:
         if wwid.startswith("naa."):
             return f"wwn-0x{wwid[4:].lower()}", serial, wwid
@@ -410,7 +410,7 @@ class TargetDisk:
 
 def _uevent(path: Path) -> Dict[str, str]:
     out: Dict[str, str] = {}
-    for line in (_read(path / "uevent") or "").splitlines():
+    for line in (read_attr(path / "uevent") or "").splitlines():
         k, _, v = line.partition("=")
         out[k] = v
     return out
@@ -426,7 +426,7 @@ _DM_KINDS = (
 def _stacked_what(node: BlockDevice) -> str:
     if node.name.startswith("md"):
         return "a software RAID (md) device"
-    uuid = _read(node.sysdir / "dm/uuid") or ""
+    uuid = read_attr(node.sysdir / "dm/uuid") or ""
     found = [what for prefix, what in _DM_KINDS if uuid.startswith(prefix)]
     return found[0] if found else "a device-mapper device (LVM, multipath or dm-crypt)"
 
@@ -459,10 +459,10 @@ def _partitions(sysdir: Path) -> List[Partition]:
         parts.append(
             Partition(
                 name=pdir.name,
-                devno=_read(pdir / "dev") or "",
-                number=int(_read(pdir / "partition") or "0"),
+                devno=read_attr(pdir / "dev") or "",
+                number=int(read_attr(pdir / "partition") or "0"),
                 label=_uevent(pdir).get("PARTNAME") or None,
-                size=int(_read(pdir / "size") or "0") * 512,
+                size=int(read_attr(pdir / "size") or "0") * 512,
             )
         )
     return parts
@@ -488,198 +488,16 @@ def resolve(spec: str, root: Path = ROOT) -> TargetDisk:
     return TargetDisk(
         name=name,
         devno=index[name].devno,
-        size=int(_read(sysdir / "size") or "0") * 512,
+        size=int(read_attr(sysdir / "size") or "0") * 512,
         by_id=by_id or derived,
         by_id_source="udev" if by_id else "sysfs",
         serial=serial,
         wwid=wwid,
-        model=_read(sysdir / "device/model"),
-        removable=_read(sysdir / "removable") == "1",
-        read_only=_read(sysdir / "ro") == "1",
+        model=read_attr(sysdir / "device/model"),
+        removable=read_attr(sysdir / "removable") == "1",
+        read_only=read_attr(sysdir / "ro") == "1",
         partitions=tuple(parts),
         holders=tuple(holders),
         mounted=tuple(mounted),
         swap=tuple(f"/dev/{n}" for n in sorted(_swap_names(root) & set(users))),
     )
-
-
-# ---------------------------------------------------------------- auto: selection
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-FILTER_KEYS = ("min-size", "max-size", "type", "serial", "model", "wwn", "name")
-
-
-@dataclass(frozen=True)
-class Disk:
-    """A candidate of `auto:` with what lsblk would say of it (read from sysfs)."""
-
-    path: str
-    size: int
-    transport: str
-    serial: str
-    model: str
-    wwn: str
-    removable: bool
-    readonly: bool
-    in_use: bool
-
-    @property
-    def kind(self) -> str:
-        name = os.path.basename(self.path)
-        if name.startswith("nvme"):
-            return "nvme"
-        if name.startswith("vd"):
-            return "virtio"
-        if name.startswith("loop"):
-            return "loop"
-        return self.transport or "disk"
-
-
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"(\d+)([KMGT]?)(i?B)?", text.strip().upper().replace("IB", "iB"))
-    if not m:
-        raise UsageError(f"invalid size '{text}' in auto: filter (e.g. 20G)")
-    return int(m.group(1)) * _UNITS[m.group(2)]
-
-
-def _scsi_host_transport(host: str, sysdir: Path, path: str, root: Path) -> str:
-    """lsblk's TRAN for a SCSI disk, from its host's classes and driver."""
-    cls = root / "sys/class"
-    if (cls / "spi_host" / host).exists():
-        return "spi"
-    if (cls / "fc_host" / host).exists():
-        return (
-            "fcoe" if " over " in (_read(cls / "fc_host" / host / "symbolic_name") or "") else "fc"
-        )
-    if (cls / "sas_host" / host).exists() or (sysdir / "device/sas_device").exists():
-        return "sas"
-    if (sysdir / "device/ieee1394_id").exists():
-        return "sbp"
-    if (cls / "iscsi_host" / host).exists():
-        return "iscsi"
-    if "/usb" in path:
-        return "usb"
-    driver = _read(cls / "scsi_host" / host / "proc_name") or ""
-    if driver.startswith(("ahci", "sata")):
-        return "sata"
-    return "ata" if "ata" in driver else ""
-
-
-def _transport(name: str, sysdir: Path, root: Path) -> str:
-    path = str((sysdir / "device").resolve()) if (sysdir / "device").exists() else ""
-    host = re.search(r"/(host\d+)/", path)
-    if host:
-        return _scsi_host_transport(host.group(1), sysdir, path, root)
-    for prefix, tran in (("nvme", "nvme"), ("vd", "virtio"), ("mmcblk", "mmc")):
-        if name.startswith(prefix):
-            return tran
-    return ""
-
-
-def _lsblk_serial_wwn(sysdir: Path) -> Tuple[str, str]:
-    """SERIAL and WWN as lsblk shows them: the SCSI unit serial (VPD page 0x80) when sysfs has
-    no serial attribute; a NAA wwid as 0x..., an NVMe one (eui., uuid.) as it is."""
-    serial = _serial(sysdir)
-    if not serial:
-        try:
-            page = (sysdir / "device/vpd_pg80").read_bytes()
-        except OSError:
-            page = b""
-        serial = page[4 : 4 + page[3]].decode(errors="replace") if len(page) > 4 else ""
-    wwid = _read(sysdir / "wwid") or _read(sysdir / "device/wwid") or ""
-    wwn = "0x" + wwid[4:].lower() if wwid.startswith("naa.") else ""
-    if wwid.startswith(("eui.", "uuid.", "nvme.")):
-        wwn = wwid
-    return serial.strip(), wwn
-
-
-def list_disks(root: Path = ROOT) -> List[Disk]:
-    """The disks and loop devices lsblk would list as TYPE disk/loop, with a size."""
-    disks = []
-    users = _Users.read(root)
-    for node in users.index.values():
-        scsi_type = _read(node.sysdir / "device/type")
-        if not node.whole_disk or scsi_type not in (None, "0"):  # 5 = CD-ROM, 1 = tape...
-            continue
-        size = int(_read(node.sysdir / "size") or "0") * 512
-        if not size:
-            continue
-        serial, wwn = _lsblk_serial_wwn(node.sysdir)
-        disks.append(
-            Disk(
-                path=f"/dev/{node.name}",
-                size=size,
-                transport=_transport(node.name, node.sysdir, root),
-                serial=serial,
-                model=_read(node.sysdir / "device/model") or "",
-                wwn=wwn,
-                removable=_read(node.sysdir / "removable") == "1",
-                readonly=_read(node.sysdir / "ro") == "1",
-                in_use=bool(users.report(node.name)),
-            )
-        )
-    return disks
-
-
-def _matches(disk: Disk, filters: Dict[str, str]) -> bool:
-    for key, value in filters.items():
-        if key == "min-size" and disk.size < parse_size(value):
-            return False
-        if key == "max-size" and disk.size > parse_size(value):
-            return False
-        if key == "type" and disk.kind != value and disk.transport != value:
-            return False
-        if key == "serial" and disk.serial != value:
-            return False
-        if key == "wwn" and disk.wwn != value:
-            return False
-        if key == "model" and value.lower() not in disk.model.lower():
-            return False
-        if key == "name" and os.path.basename(disk.path) != value:
-            return False
-    return True
-
-
-def parse_auto(spec: str) -> Dict[str, str]:
-    filters: Dict[str, str] = {}
-    body = spec[len("auto:") :]
-    for item in filter(None, body.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in FILTER_KEYS:
-            raise UsageError(
-                f"invalid auto: filter '{item}'", hint=f"known filters: {', '.join(FILTER_KEYS)}"
-            )
-        filters[key] = value
-    return filters
-
-
-def choose_disk(spec: str, disks: Optional[List[Disk]] = None, root: Path = ROOT) -> Disk:
-    """Exactly one disk matching the filters, never one holding / or anything in use."""
-    filters = parse_auto(spec)
-    disks = list_disks(root) if disks is None else disks
-    roots = set(root_disks(root))
-    usable = [d for d in disks if d.path not in roots and not d.in_use and not d.readonly]
-    if "type" not in filters:
-        usable = [d for d in usable if d.kind != "loop"]  # loop devices only when asked for
-    found = [d for d in usable if _matches(d, filters)]
-    if not found:
-        raise TargetError(f"no disk matches '{spec}' (disks in use or holding / are never chosen)")
-    if len(found) > 1:
-        names = ", ".join(d.path for d in found)
-        raise TargetError(
-            f"'{spec}' matches {len(found)} disks ({names}); refusing to guess",
-            hint="add a filter such as serial=... or min-size=...",
-        )
-    return found[0]
-
-
-def resolve_dest(spec: str, say: Callable[[str], None], root: Path = ROOT) -> str:
-    """The destination disk: `spec` itself, or the one disk an `auto:` spec selects."""
-    if spec.startswith("auto:"):
-        disk = choose_disk(spec, root=root)
-        say(
-            f"Selected disk {disk.path} ({disk.size} bytes, {disk.kind}, "
-            f"serial {disk.serial or 'n/a'}) for '{spec}'"
-        )
-        return disk.path
-    return spec

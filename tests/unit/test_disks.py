@@ -24,7 +24,8 @@ from fixtures.hostfacts.hosttree import (
     write_layout,
 )
 from helpers.capabilities import require
-from nestos_installer import disks
+from helpers.tools import pyenv_python
+from nestos_installer import disks, diskselect
 from nestos_installer.errors import TargetError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -286,7 +287,7 @@ def auto_host(root: Path) -> Path:
 
 
 def test_list_disks_reads_sysfs_like_lsblk(tmp_path: Path) -> None:
-    found = {d.path: d for d in disks.list_disks(auto_host(tmp_path))}
+    found = {d.path: d for d in diskselect.list_disks(auto_host(tmp_path))}
     assert sorted(found) == [
         "/dev/loop1",
         "/dev/nvme0n1",
@@ -326,7 +327,7 @@ def test_list_disks_reads_sysfs_like_lsblk(tmp_path: Path) -> None:
 )
 def test_auto_chooses_exactly_one(tmp_path: Path, spec: str, chosen: str) -> None:
     said: List[str] = []
-    assert disks.resolve_dest(spec, said.append, auto_host(tmp_path)) == chosen
+    assert diskselect.resolve_dest(spec, said.append, auto_host(tmp_path)) == chosen
     assert said and said[0].startswith(f"Selected disk {chosen} (") and spec in said[0]
 
 
@@ -341,30 +342,33 @@ def test_auto_chooses_exactly_one(tmp_path: Path, spec: str, chosen: str) -> Non
 )
 def test_auto_refusals(tmp_path: Path, spec: str, error: str) -> None:
     with pytest.raises(TargetError, match=error.replace("(", r"\(").replace(")", r"\)")):
-        disks.choose_disk(spec, root=auto_host(tmp_path))
+        diskselect.choose_disk(spec, root=auto_host(tmp_path))
 
 
 def test_auto_filter_syntax() -> None:
-    assert disks.parse_auto("auto:type=nvme,,min-size=20G") == {"type": "nvme", "min-size": "20G"}
-    assert disks.parse_size("20G") == 20 << 30 and disks.parse_size("512MiB") == 512 << 20
+    assert diskselect.parse_auto("auto:type=nvme,,min-size=20G") == {
+        "type": "nvme",
+        "min-size": "20G",
+    }
+    assert diskselect.parse_size("20G") == 20 << 30 and diskselect.parse_size("512MiB") == 512 << 20
     with pytest.raises(UsageError, match="invalid auto: filter 'colour=red'") as e:
-        disks.parse_auto("auto:colour=red")
+        diskselect.parse_auto("auto:colour=red")
     assert e.value.hint is not None and "min-size" in e.value.hint
     with pytest.raises(UsageError, match="invalid size 'big'"):
-        disks.parse_size("big")
-    assert disks.resolve_dest("/dev/sda", lambda m: None) == "/dev/sda"
+        diskselect.parse_size("big")
+    assert diskselect.resolve_dest("/dev/sda", lambda m: None) == "/dev/sda"
 
 
 def test_runs_on_python37(tmp_path: Path) -> None:
     """What the x2nestos zipapp bundles must run on old hosts' Python 3.7."""
-    found = sorted(Path.home().glob(".pyenv/versions/3.7.*/bin/python3.7"))
-    py37 = str(found[-1]) if found else shutil.which("python3.7")
+    py37 = pyenv_python("3.7") or shutil.which("python3.7")
     require(py37 is not None, "needs a Python 3.7 interpreter")
     layout(tmp_path, "lvm2")
     code = (
-        "import json, sys; from pathlib import Path; from nestos_installer import disks; "
+        "import json, sys; from pathlib import Path; "
+        "from nestos_installer import disks, diskselect; "
         "r = Path(sys.argv[1]); print(json.dumps([disks.root_disks(r), "
-        "disks.resolve('vdb', r).holders, len(disks.list_disks(r))]))"
+        "disks.resolve('vdb', r).holders, len(diskselect.list_disks(r))]))"
     )
     proc = subprocess.run(
         [

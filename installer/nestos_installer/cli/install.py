@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from nestos_installer import config as cfgfile
 from nestos_installer.bootconfig import Console
-from nestos_installer.disks import resolve_dest
+from nestos_installer.diskselect import resolve_dest
 from nestos_installer.download import host_architecture
 from nestos_installer.errors import UsageError
 from nestos_installer.fetch import FetchRetries
