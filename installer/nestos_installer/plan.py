@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional
 
 from nestos_installer import blockdev, run
 from nestos_installer.errors import TargetError, UsageError
+from nestos_stream import signature_url
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 FILTER_KEYS = ("min-size", "max-size", "type", "serial", "model", "wwn", "name")
@@ -168,7 +169,7 @@ def describe(cfg: object) -> str:
     if cfg.image_file:
         src = f"file {cfg.image_file} (signature {cfg.image_file}.sig)"
     elif cfg.image_url:
-        src = f"URL {cfg.image_url} (signature {cfg.image_url}.sig)"
+        src = f"URL {cfg.image_url} (signature {signature_url(cfg.image_url)})"
     else:
         src = f"stream {cfg.stream or '2403-LTS'} {cfg.architecture} metal" + (
             f" from {cfg.stream_base_url}" if cfg.stream_base_url else ""
