@@ -1,7 +1,6 @@
 """The NestOS live kernel, initramfs and rootfs: found in a live ISO, a PXE directory or a
 stream, sized, identified by architecture and signature-checked before anything uses them.
-
-stdlib only (urllib for --stream); ISO access through x2nestos.isofile.
+stdlib only: streams via nestos_installer.stream + urlfetch, files via outputs, ISOs via isofile.
 """
 
 from __future__ import annotations
@@ -12,25 +11,24 @@ import json
 import os
 import shutil
 import struct
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple
 
 from nestos_installer.errors import (
-    FetchError,
     HashMismatch,
     ImageFormatError,
     NestosError,
     NotFound,
     SignatureMissing,
-    UsageError,
 )
-from x2nestos import __version__
+from nestos_installer.outputs import TEMP_PREFIX, new_file
+from nestos_installer.stream import load_stream, select_artifacts
+from nestos_stream import DEFAULT_BASE_URL, Artifact
 from x2nestos.isofile import IsoImage
 from x2nestos.signature import verify
+from x2nestos.urlfetch import UrlFetcher
 
 ISO_PXE = {
     "kernel": "images/pxeboot/vmlinuz",
@@ -44,7 +42,8 @@ PXE_NAMES = {
     "rootfs": ("rootfs.img", "*-live-rootfs*", "*rootfs*"),
 }
 DEFAULT_LIVE_KARGS = ("ignition.firstboot", "ignition.platform.id=metal")
-DEFAULT_STREAM_BASE = "https://nestos.org.cn/NestOS-release/streams/"
+DEFAULT_STREAM_BASE = DEFAULT_BASE_URL  # nestos_stream's, the one both tools use
+CHUNK = 4 << 20
 
 
 class SourceKind(enum.Enum):
@@ -258,46 +257,9 @@ def verify_artifacts(art: LiveArtifacts, keys: Sequence[bytes], *, insecure: boo
         art.verification.append(f"{label}: good signature from {fpr}")
 
 
-def _open_url(url: str, timeout: float = 60) -> Any:
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise UsageError(f"unknown protocol for URL '{url}'")
-    req = urllib.request.Request(url, headers={"User-Agent": f"x2nestos/{__version__}"})
-    try:
-        return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (scheme checked)
-    except urllib.error.HTTPError as e:
-        raise FetchError(f"fetch failed: {e.code} {e.reason} ({url})") from e
-    except (urllib.error.URLError, OSError) as e:
-        raise FetchError(f"fetch failed: {url}") from e
-
-
-def stream_pxe(name: str, base: str, arch: str) -> Dict[str, Dict[str, Any]]:
+def stream_pxe(fetcher: UrlFetcher, name: str, base: str, arch: str) -> Dict[str, Artifact]:
     """The metal/pxe artifacts (kernel, initramfs, rootfs) of a stream for arch."""
-    url = urllib.parse.urljoin(base if base.endswith("/") else base + "/", f"{name}.json")
-    with _open_url(url) as resp:
-        raw = resp.read(64 << 20)
-    try:
-        from nestos_stream import Stream
-
-        stream = Stream.from_json(raw, url)
-        sel = stream.select(arch, "metal", "pxe")
-        return {
-            k: {"location": a.location, "signature": a.signature, "sha256": a.sha256}
-            for k, a in sel.items()
-        }
-    except ImportError:
-        pass
-    except NestosError:
-        raise
-    except Exception as e:  # nestos_stream raises its own StreamError
-        raise NestosError(f"stream metadata from {url}: {e}") from e
-    try:
-        doc = json.loads(raw)
-        return dict(doc["architectures"][arch]["artifacts"]["metal"]["formats"]["pxe"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise NestosError(
-            f"couldn't find architecture {arch}, platform metal, format pxe in stream metadata"
-        ) from e
+    return select_artifacts(load_stream(fetcher, name, base), arch, "metal", "pxe")
 
 
 def from_stream(
@@ -310,8 +272,10 @@ def from_stream(
     insecure: bool,
     download: bool,
 ) -> LiveArtifacts:
-    """Resolve the stream; with download=True fetch + verify (sha256 and .sig) into dest."""
-    arts = stream_pxe(name, base, arch)
+    """Resolve the stream; with download=True fetch + verify (sha256 and .sig) into dest, a
+    directory of ours that holds no earlier download (files are never overwritten)."""
+    fetcher = UrlFetcher()
+    arts = stream_pxe(fetcher, name, base, arch)
     parts: Dict[str, Part] = {}
     verification = []
     for kind in ("kernel", "initramfs", "rootfs"):
@@ -319,41 +283,45 @@ def from_stream(
             if kind == "rootfs":
                 continue
             raise NestosError(f"stream {name} has no {kind} for {arch}")
-        a = arts[kind]
-        loc = str(a["location"])
+        art = arts[kind]
         if not download:
-            with _open_url(loc) as resp:
+            with fetcher.open(art.location, what=kind) as resp:
                 size = int(resp.headers.get("Content-Length") or 0)
-            parts[kind] = Part(kind, size, loc)
+            parts[kind] = Part(kind, size, art.location)
             continue
-        path = dest / os.path.basename(urllib.parse.urlsplit(loc).path)
-        _download(loc, path, a.get("sha256"))
-        sig_url = a.get("signature")
-        if sig_url:
+        path = dest / url_name(art.location)
+        _download(fetcher, art.location, path, art.sha256, kind)
+        if art.signature:
             sig = Path(str(path) + ".sig")
-            _download(str(sig_url), sig, None)
+            _download(fetcher, art.signature, sig, None, f"{kind} signature")
             verification.append(f"{kind}: good signature from {verify(path, sig, keys)}")
         elif not insecure:
             raise SignatureMissing(f"stream {name} lists no signature for {kind}")
-        parts[kind] = Part(kind, path.stat().st_size, loc, path)
-    art = LiveArtifacts(
+        parts[kind] = Part(kind, path.stat().st_size, art.location, path)
+    live = LiveArtifacts(
         SourceKind.STREAM, f"stream {name}", parts, arch, list(DEFAULT_LIVE_KARGS), verification
     )
-    inspect_initramfs(art)
-    return art
+    inspect_initramfs(live)
+    return live
 
 
-def _download(url: str, dest: Path, sha256: Optional[str]) -> None:
-    tmp = dest.with_name(dest.name + ".part")
+def url_name(url: str) -> str:
+    """The file name an artifact gets: the last segment of its URL's path."""
+    name = os.path.basename(urllib.parse.urlsplit(url).path)
+    if name in ("", ".", "..") or name.startswith(TEMP_PREFIX):
+        raise NestosError(f"cannot derive a file name from URL '{url}'")
+    return name
+
+
+def _download(fetcher: UrlFetcher, url: str, dest: Path, sha256: Optional[str], what: str) -> None:
+    """`url` as the new file `dest`, published only once its sha256 (if given) matches."""
     digest = hashlib.sha256()
-    with _open_url(url) as resp, open(tmp, "wb") as out:
+    with fetcher.open(url, what=what) as resp, new_file(dest) as out:
         while True:
-            chunk = resp.read(4 << 20)
+            chunk = resp.read(CHUNK)
             if not chunk:
                 break
             digest.update(chunk)
-            out.write(chunk)
-    if sha256 and digest.hexdigest() != sha256:
-        tmp.unlink()
-        raise HashMismatch(f"{url}: sha256 {digest.hexdigest()} does not match {sha256}")
-    os.replace(tmp, dest)
+            out.file.write(chunk)
+        if sha256 and digest.hexdigest() != sha256:
+            raise HashMismatch(f"{url}: sha256 {digest.hexdigest()} does not match {sha256}")

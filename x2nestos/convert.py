@@ -88,10 +88,17 @@ def clean_staging(cfg: ConvertConfig) -> None:
     for p in (kernel, initrd):
         if p.exists():
             p.unlink()
-    if (directory / "download").is_dir():  # --stream artifacts
-        shutil.rmtree(directory / "download")
+    drop_downloads(cfg)
     if directory.is_dir() and not any(directory.iterdir()):
         directory.rmdir()
+
+
+def drop_downloads(cfg: ConvertConfig) -> None:
+    """Remove the --stream artifacts: the download dir is ours alone, so what an earlier run
+    left there is dropped rather than trusted (downloads never overwrite a file)."""
+    downloads = staging_paths(cfg)[0] / "download"
+    if downloads.is_dir() and not downloads.is_symlink():
+        shutil.rmtree(downloads)
 
 
 def convert(
@@ -109,6 +116,7 @@ def convert(
     refuse_unless_ok(plan)
     if cfg.stream:  # download only once the host itself is known to be convertible
         say(f"downloading stream {cfg.stream}")
+        drop_downloads(cfg)
         plan = build_plan(cfg, download=True)
         refuse_unless_ok(plan)
     assert plan.artifacts is not None and plan.payload is not None

@@ -6,38 +6,34 @@ streams into a temp file; it gets its final name (no clobber) only once both che
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
-import os
 import platform as host
 import queue
-import tempfile
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from nestos_installer import outputs
 from nestos_installer.errors import (
+    SIG_MISSING,
     HashMismatch,
     NestosError,
     SignatureMissing,
-    StreamError,
     UsageError,
 )
 from nestos_installer.fetch import Fetcher, FetchRetries, check_url, url_name
 from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.progress import Progress, ProgressMode
 from nestos_installer.pipeline.readers import TeeReader, copy_stream
+from nestos_installer.stream import load_stream, select_artifacts
 from nestos_installer.verify import Keyring, SignatureVerifier
-from nestos_stream import DEFAULT_BASE_URL, DEFAULT_STREAM, Artifact, Stream, stream_url
-from nestos_stream import StreamError as _ParseError
+from nestos_stream import DEFAULT_BASE_URL, DEFAULT_STREAM, Artifact
 
 log = logging.getLogger(__name__)
 
-TEMP_PREFIX = ".nestos-installer-temp-"
-SIG_MISSING = "--insecure not specified and signature not found"
 _DECOMPRESS_SUFFIXES = (".xz", ".gz", ".zst")
 _ARCHIVE_SUFFIXES = (".tar.xz", ".tar.gz", ".tar.zst")
 _CHUNK = 1 << 20
@@ -68,29 +64,6 @@ class DownloadConfig:
 # -- stream metadata ----------------------------------------------------------------------------
 
 
-def fetch_stream(fetcher: Fetcher, name: str, base_url: str = DEFAULT_BASE_URL) -> Stream:
-    """Fetch and parse `<base_url>/<name>.json`; problems are one-line StreamErrors."""
-    try:
-        url = stream_url(base_url, name)
-    except _ParseError as e:
-        raise UsageError(str(e)) from None
-    check_url(url)
-    data = fetcher.get_bytes(url, max_size=64 << 20, what="stream metadata")
-    try:
-        return Stream.from_json(data, url)
-    except _ParseError as e:
-        raise StreamError(str(e)) from None
-
-
-def select(stream: Stream, arch: str, platform: str, fmt: str) -> Dict[str, Artifact]:
-    """Artifact type -> Artifact, or a StreamError that lists the available choices."""
-    try:
-        chosen: Dict[str, Artifact] = stream.select(arch, platform, fmt)
-    except _ParseError as e:
-        raise StreamError(str(e)) from None
-    return chosen
-
-
 @dataclass(frozen=True)
 class StreamRow:
     architecture: str
@@ -109,7 +82,7 @@ def list_stream(
     with ExitStack() as stack:
         if fetcher is None:
             fetcher = stack.enter_context(Fetcher(FetchRetries(0)))
-        stream = fetch_stream(fetcher, name, base_url)
+        stream = load_stream(fetcher, name, base_url)
     return [
         StreamRow(a, p, f, stream.architectures[a].artifacts[p].release)
         for a, p, f in stream.rows()
@@ -135,7 +108,7 @@ def _safe_name(url: str) -> str:
         or name in (".", "..")
         or "/" in name
         or "\0" in name
-        or name.startswith(TEMP_PREFIX)
+        or name.startswith(outputs.TEMP_PREFIX)
     ):
         raise UsageError(f"cannot derive a file name from URL '{url}'")
     return name
@@ -218,40 +191,6 @@ class _Pump:
             self._thread.join()
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _temp_in(directory: Path) -> Tuple[IO[bytes], Path]:
-    """A temp file in `directory` that will end up with the usual mode (0666 & ~umask)."""
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-    except OSError:
-        os.close(fd)
-        os.unlink(name)
-        raise
-    return os.fdopen(fd, "wb"), Path(name)
-
-
-def _link_no_clobber(temp: Path, final: Path) -> None:
-    """Give `temp` its final name unless that name exists ("File exists")."""
-    try:
-        os.link(temp, final)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
-        if final.exists():
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(final)) from e
-        os.rename(temp, final)
-        return
-    temp.unlink()
-
-
 class _Job:
     """One artifact: fetch its signature, then stream it through sha256 + gpg into place."""
 
@@ -286,15 +225,9 @@ class _Job:
             self._check_existing()
             log.info("%s already exists and verifies; not fetching it again", self.path)
             return self.path
-        cleanup: List[Path] = []
-        try:
-            self._fetch(cleanup)
-        finally:
-            for p in cleanup:
-                try:
-                    p.unlink()
-                except FileNotFoundError:
-                    pass
+        self._fetch()
+        if self.signature is not None and not self.decompress:
+            self._write_sig()
         return self.path
 
     def _verifier(self, stack: ExitStack) -> Optional[SignatureVerifier]:
@@ -339,12 +272,11 @@ class _Job:
             if verifier is not None:
                 verifier.finish()
 
-    def _fetch(self, cleanup: List[Path]) -> None:
-        directory = self.config.directory
+    def _fetch(self) -> None:
+        """Stream the artifact through sha256 (and gpg) into a temp file; it is published as
+        `self.path` only once every check passed."""
         with ExitStack() as stack:
-            out, temp = _temp_in(directory)
-            cleanup.append(temp)
-            stack.enter_context(out)
+            out = stack.enter_context(outputs.new_file(self.path)).file
             remote = stack.enter_context(self.fetcher.open(self.artifact.location))
             progress = stack.enter_context(Progress(self.name, remote.length, self.config.progress))
             verifier = self._verifier(stack)
@@ -375,24 +307,11 @@ class _Job:
                 verifier.finish()
             if self.decompress:
                 unc.check()
-            # No fsync: a file cut short by a crash after the rename is caught by the
-            # verification of existing files on the next run, never trusted as is.
-            out.flush()
-        _link_no_clobber(temp, self.path)
-        cleanup.remove(temp)
-        if self.signature is not None and not self.decompress:
-            self._write_sig()
 
     def _write_sig(self) -> None:
+        """The verified signature next to the image; an older .sig there is replaced."""
         assert self.signature is not None
-        out, temp = _temp_in(self.config.directory)
-        try:
-            with out:
-                out.write(self.signature)
-            os.replace(temp, self.sig_path)
-        except BaseException:
-            temp.unlink()
-            raise
+        outputs.write_file(self.sig_path, self.signature, replace=True)
 
 
 def download(
@@ -411,9 +330,11 @@ def download(
             keyring = Keyring.default(config.keyrings)
         if config.image_url is not None:
             check_url(config.image_url)
-            artifacts = {"disk": Artifact(config.image_url, signature=config.image_url + ".sig")}
+            artifacts = {"disk": Artifact.from_url(config.image_url)}
         else:
-            stream = fetch_stream(fetcher, config.stream, config.stream_base_url)
-            artifacts = select(stream, config.architecture, config.platform, config.format)
+            stream = load_stream(fetcher, config.stream, config.stream_base_url)
+            artifacts = select_artifacts(
+                stream, config.architecture, config.platform, config.format
+            )
         jobs = [_Job(config, fetcher, keyring, a) for _, a in sorted(artifacts.items())]
         return [job.run() for job in jobs]

@@ -37,6 +37,9 @@ class VerificationError(NestosError):
     """Something we were asked to trust did not check out."""
 
 
+SIG_MISSING = "--insecure not specified and signature not found"
+
+
 class SignatureMissing(VerificationError):
     """No detached signature was found for the image (allowed only with --insecure)."""
 
@@ -86,6 +89,14 @@ class CommandFailed(NestosError):
 
 class InstallFailed(NestosError):
     """The install started writing and then failed; the cause chain says why."""
+
+
+class OutputExists(NestosError):
+    """An output file would replace an existing one; outputs never clobber."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"{path} already exists; remove it or choose another name")
+        self.path = path
 
 
 class NotFound(NestosError):

@@ -15,9 +15,10 @@ import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from nestos_installer import blockdev, bootconfig, disks, gpt, ignition, source, writer
+from nestos_installer.cabundle import check_ca_bundle
 from nestos_installer.errors import (
     ConfigError,
     HashMismatch,
@@ -32,6 +33,7 @@ from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.progress import Progress, ProgressMode
 from nestos_installer.pipeline.readers import TeeReader
 from nestos_installer.verify import IgnitionHash, Keyring, SignatureVerifier
+from nestos_stream import signature_url
 
 Say = Callable[[str], None]
 DEFAULT_NETWORK_DIR = Path("/etc/NetworkManager/system-connections/")
@@ -115,30 +117,18 @@ def load_ignition(cfg: InstallConfig, fetcher: Fetcher) -> Optional[bytes]:
     return data
 
 
-def _check_ca(paths: Sequence[Path]) -> None:
-    from cryptography import x509
-
-    for p in paths:
-        try:
-            certs = x509.load_pem_x509_certificates(p.read_bytes())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"reading CA certificate bundle {p}") from e
-        if not certs:
-            raise ConfigError(f"no PEM certificate found in {p}")
-
-
 def _make_fetcher(cfg: InstallConfig, stack: ExitStack) -> Fetcher:
     ca: Optional[Path] = None
     if cfg.ignition_ca:
-        _check_ca(cfg.ignition_ca)
+        bundles = [check_ca_bundle(p) for p in cfg.ignition_ca]
         if len(cfg.ignition_ca) == 1:
             ca = cfg.ignition_ca[0]
         else:
             fd, name = tempfile.mkstemp(prefix="nestos-installer-ca-")
             stack.callback(os.unlink, name)
             with os.fdopen(fd, "wb") as f:
-                for p in cfg.ignition_ca:
-                    f.write(p.read_bytes() + b"\n")
+                for data in bundles:
+                    f.write(data + b"\n")
             ca = Path(name)
     return Fetcher(cfg.fetch_retries, ca_bundle=ca)
 
@@ -402,7 +392,7 @@ def _describe_source(cfg: InstallConfig) -> str:
     if cfg.image_file:
         return f"file {cfg.image_file} (signature {cfg.image_file}.sig)"
     if cfg.image_url:
-        return f"URL {cfg.image_url} (signature {cfg.image_url}.sig)"
+        return f"URL {cfg.image_url} (signature {signature_url(cfg.image_url)})"
     return f"stream {cfg.stream or '2403-LTS'} {cfg.architecture} metal" + (
         f" from {cfg.stream_base_url}" if cfg.stream_base_url else ""
     )

@@ -1,7 +1,7 @@
 """Where an image comes from: a local file, a URL, or a stream's artifact. Each becomes an
 ImageSource: a raw byte reader plus its detached signature, length and expected digests.
 
-Imports fetch, run, errors and nestos_stream (through download's helpers).
+Imports fetch, run, errors, stream and nestos_stream; never a verb (download, install).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nestos_installer import run
-from nestos_installer.download import SIG_MISSING, fetch_stream, select
-from nestos_installer.errors import FetchError, NestosError, SignatureMissing
+from nestos_installer.errors import SIG_MISSING, FetchError, NestosError, SignatureMissing
 from nestos_installer.fetch import Fetcher, check_url
 from nestos_installer.pipeline.decompress import Compression
+from nestos_installer.stream import load_stream, select_artifacts
+from nestos_stream import signature_url
 
 
 @dataclass
@@ -108,7 +109,7 @@ def open_url(
     description: Optional[str] = None,
 ) -> ImageSource:
     check_url(url)
-    sig_url = sig_url or _sig_url(url)
+    sig_url = sig_url or signature_url(url)
     say(description or f"Downloading image from {url}\nDownloading signature from {sig_url}")
     try:
         signature = fetcher.get_optional(sig_url, what="signature")
@@ -127,10 +128,8 @@ def open_url(
 def open_stream(fetcher: Fetcher, spec: SourceSpec, insecure: bool, say: Any) -> ImageSource:
     assert spec.stream is not None
     base = spec.stream_base_url
-    stream = (
-        fetch_stream(fetcher, spec.stream, base) if base else fetch_stream(fetcher, spec.stream)
-    )
-    artifacts = select(stream, spec.architecture, "metal", spec.format)
+    stream = load_stream(fetcher, spec.stream, base) if base else load_stream(fetcher, spec.stream)
+    artifacts = select_artifacts(stream, spec.architecture, "metal", spec.format)
     if len(artifacts) != 1 or "disk" not in artifacts:
         raise NestosError(
             f"found {len(artifacts)} artifacts for format {spec.format}, expected one disk image"
@@ -149,14 +148,6 @@ def open_stream(fetcher: Fetcher, spec: SourceSpec, insecure: bool, say: Any) ->
         sha256=art.sha256,
         description=desc,
     )
-
-
-def _sig_url(url: str) -> str:
-    """The signature URL: `.sig` appended to the path, query kept."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=parts.path + ".sig"))
 
 
 def require_signature(src: ImageSource, insecure: bool, say: Any) -> ImageSource:

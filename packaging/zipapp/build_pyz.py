@@ -28,7 +28,6 @@ def package_dir(name: str) -> Path:
 
 
 PACKAGES = {name: package_dir(name) for name in ("x2nestos", "nestos_installer", "nestos_stream")}
-OPTIONAL = {"nestos_stream"}  # imported lazily with a fallback; bundled only if stdlib-only
 THIRD_PARTY_OK = {"yaml"}  # imported lazily inside try/except ImportError
 DATA = {"nestos_installer": ["keys/*.asc", "keys/README"]}
 MAIN = "from x2nestos.cli import main\n\nmain()\n"
@@ -80,26 +79,12 @@ def closure() -> Dict[str, Path]:
         for imp in imports_of(path, name):
             top = imp.split(".")[0]
             if top in PACKAGES:
-                if top in OPTIONAL and not stdlib_only(imp.split(".")[0], stdlib):
-                    continue
                 todo.append(imp)
             elif top not in stdlib and top not in THIRD_PARTY_OK:
                 problems.append(f"{name} imports {imp}, which is not in the standard library")
     if problems:
         raise SystemExit("cannot build a self-contained zipapp:\n  " + "\n  ".join(problems))
     return found
-
-
-def stdlib_only(package: str, stdlib: Set[str]) -> bool:
-    root = PACKAGES[package]
-    if not (root / "__init__.py").is_file():
-        return False
-    for p in root.rglob("*.py"):
-        for imp in imports_of(p, package):
-            top = imp.split(".")[0]
-            if top not in stdlib and top != package:
-                return False
-    return True
 
 
 def build(out: Path) -> Path:

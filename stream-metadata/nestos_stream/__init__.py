@@ -1,6 +1,6 @@
 """nestos_stream: the NestOS stream metadata format (parse, validate, select artifacts).
 
-Standalone library: imports nothing from nestos_installer or x2nestos.
+Standalone library (stdlib only, Python 3.7+): imports nothing from nestos_installer or x2nestos.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from nestos_stream.stream import (
     Platform,
     Stream,
     StreamError,
+    load,
+    signature_url,
     stream_url,
 )
 
@@ -31,5 +33,7 @@ __all__ = [
     "Platform",
     "Stream",
     "StreamError",
+    "load",
+    "signature_url",
     "stream_url",
 ]

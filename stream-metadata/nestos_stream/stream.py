@@ -1,6 +1,6 @@
-"""Stream metadata: frozen dataclasses parsed from JSON, and (arch, platform, format) selection.
-
-Standalone: imports only the standard library (never nestos_installer); errors are StreamError.
+"""Stream metadata: frozen dataclasses parsed from JSON, (arch, platform, format) selection, and
+its URLs (the stream document, an artifact's signature). Stdlib only, Python 3.7+: never imports
+nestos_installer or an HTTP client (`load` takes a `get(url) -> bytes`); errors are StreamError.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
-from urllib.parse import quote, urljoin
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 DEFAULT_BASE_URL = "https://nestos.org.cn/NestOS-release/streams/"
 DEFAULT_STREAM = "2403-LTS"
@@ -27,6 +27,22 @@ def stream_url(base: str, name: str) -> str:
     if not base.endswith("/"):
         base += "/"
     return urljoin(base, quote(name) + ".json")
+
+
+def signature_url(url: str) -> str:
+    """The detached signature next to `url`: `.sig` appended to the path, query and fragment
+    kept (`http://h/f.img?x=1` -> `http://h/f.img.sig?x=1`), as coreos-installer does."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + ".sig"))
+
+
+def load(get: Callable[[str], bytes], name: str, base_url: str = DEFAULT_BASE_URL) -> Stream:
+    """Fetch `<base_url>/<name>.json` with `get` (the caller's transport) and parse it.
+
+    `get`'s own errors pass through; a bad name or document is a StreamError.
+    """
+    url = stream_url(base_url, name)
+    return Stream.from_json(get(url), url)
 
 
 class _Ctx:
@@ -97,6 +113,11 @@ class Artifact:
                 raise ctx.error(f"'{key}' is not 64 hex digits")
             digests.append(value.lower() if value else None)
         return cls(location, ctx.opt(obj, "signature", str), digests[0], digests[1])
+
+    @classmethod
+    def from_url(cls, url: str) -> Artifact:
+        """An artifact known by its URL alone: its signature sits next to it."""
+        return cls(url, signature=signature_url(url))
 
     def to_dict(self) -> Dict[str, str]:
         out = {"location": self.location}

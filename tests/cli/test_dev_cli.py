@@ -49,7 +49,7 @@ def test_extract_initrd(initrds, tmp_path):
     ni("dev", "extract", "initrd", p, cwd=tmp_path)
     assert (tmp_path / "zstd" / "world").read_bytes() == b"WORLD\n"
     e = ni("dev", "extract", "initrd", p, cwd=tmp_path, ok=False)
-    assert b"File exists" in e.stderr
+    assert b"already exists; remove it or choose another name" in e.stderr
     out = tmp_path / "out"
     listed = ni("dev", "extract", "initrd", "-v", "-C", out, p, "*hello").stdout.decode().split()
     assert listed == [f"{out}/{h}" for h in HELLOS]

@@ -320,6 +320,29 @@ def test_missing_signature(site: Site, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.iso"]
 
 
+def test_url_with_query_gets_signature_next_to_its_path(site: Site, tmp_path: Path) -> None:
+    """`-u URL?q`: the signature is at `URL.sig?q` (as upstream and `install` say), never at
+    `URL?q.sig` (the server would answer that with the image itself)."""
+    data = _payload(150_000, 19)
+    site.publish("query/q.iso", data)
+    url = site.server.url("query/q.iso") + "?token=abc"
+    proc = download(site, tmp_path, "-u", url)
+    path = Path(proc.stdout.strip())
+    assert path.name == "q.iso" and path.read_bytes() == data
+    assert (tmp_path / "q.iso.sig").read_bytes() == site.sigs["query/q.iso"]
+    assert len(site.server.requests_for("query/q.iso.sig")) == 1
+    assert len(site.server.requests_for("query/q.iso")) == 1  # only the image itself
+    assert leftovers(tmp_path) == []
+
+
+def test_install_plan_names_the_signature_url(tmp_path: Path) -> None:
+    url = "http://h.test/d/nestos.raw.xz?token=abc"
+    proc = cli("install", "--plan", "--image-url", url, str(tmp_path / "no-such-disk"))
+    assert f"source:      URL {url} (signature http://h.test/d/nestos.raw.xz.sig?token=abc)" in (
+        proc.stdout
+    )
+
+
 def test_drop_mid_body_resumes(site: Site, tmp_path: Path) -> None:
     data = _payload(3 * MiB, 15)
     site.publish("flaky/e.iso", data)

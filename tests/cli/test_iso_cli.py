@@ -112,7 +112,10 @@ def test_output_no_clobber_and_tty(iso, tmp_path):
     existing = tmp_path / "exists.iso"
     existing.write_bytes(b"keep")
     e = ni("iso", "ignition", "embed", "-o", existing, p, input=CONFIG, ok=False)
-    assert b"File exists" in e.stderr and existing.read_bytes() == b"keep"
+    assert (
+        b"already exists; remove it or choose another name" in e.stderr
+        and existing.read_bytes() == b"keep"
+    )
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".nestos-installer-temp")]
     new = tmp_path / "new.iso"
     ni("iso", "ignition", "embed", "-o", new, p, input=CONFIG)
@@ -169,7 +172,10 @@ def test_network_embed_extract_remove(iso, tmp_path, layout):
     listed = ni("iso", "network", "extract", "-C", out, p).stdout.decode().split()
     assert listed == [str(out / "a.nmconnection"), str(out / "b.nmconnection")]
     assert (out / "b.nmconnection").read_bytes() == k2.read_bytes()
-    assert b"File exists" in ni("iso", "network", "extract", "-C", out, p, ok=False).stderr
+    assert (
+        b"already exists; remove it or choose another name"
+        in ni("iso", "network", "extract", "-C", out, p, ok=False).stderr
+    )
     e = ni("iso", "network", "embed", "-k", k1, p, ok=False)
     assert b"This ISO image already has embedded network settings; use -f to force." in e.stderr
     # Ignition and network members are independent
@@ -257,7 +263,10 @@ def test_extract_pxe(iso, tmp_path):
         "nestos-vmlinuz",
     ]
     assert (out / "nestos-rootfs.img").stat().st_size == 50000
-    assert b"File exists" in ni("iso", "extract", "pxe", "-o", out, p, ok=False).stderr
+    assert (
+        b"already exists; remove it or choose another name"
+        in ni("iso", "extract", "pxe", "-o", out, p, ok=False).stderr
+    )
 
 
 @pytest.mark.parametrize("layout", ["2021-12", "nestos"])
@@ -276,7 +285,10 @@ def test_extract_minimal_iso(iso, tmp_path, layout):
     kargs = ni("iso", "kargs", "show", m).stdout.decode()
     assert f"{prefix}.liveiso=" not in kargs and "ignition.firstboot" in kargs
     assert ni("iso", "kargs", "show", "-d", m).stdout.decode() == kargs
-    assert b"File exists" in ni("iso", "extract", "minimal-iso", p, m, ok=False).stderr
+    assert (
+        b"already exists; remove it or choose another name"
+        in ni("iso", "extract", "minimal-iso", p, m, ok=False).stderr
+    )
     m2 = tmp_path / "min2.iso"
     ni("iso", "extract", "minimal-iso", "--rootfs-url", "https://h/r.img", p, m2)
     shown = ni("iso", "kargs", "show", m2).stdout.decode()

@@ -59,7 +59,10 @@ def test_ignition_wrap_unwrap(tmp_path):
     streamed = ni("pxe", "ignition", "wrap", input=cfg.read_bytes()).stdout
     assert streamed == out.read_bytes()
     assert ni("pxe", "ignition", "unwrap", input=streamed).stdout == cfg.read_bytes()
-    assert b"File exists" in ni("pxe", "ignition", "wrap", "-i", cfg, "-o", out, ok=False).stderr
+    assert (
+        b"already exists; remove it or choose another name"
+        in ni("pxe", "ignition", "wrap", "-i", cfg, "-o", out, ok=False).stderr
+    )
     e = ni("pxe", "ignition", "unwrap", input=compress("gzip", gnu_cpio({"a": b"1"})), ok=False)
     assert b"couldn't find Ignition config in archive" in e.stderr
 
@@ -133,7 +136,7 @@ def test_pxe_customize(live_initrd, tmp_path):
     e = ni("pxe", "customize", "--dest-device", "/dev/vda", "-o", tmp_path / "o2", out, ok=False)
     assert b"input is already customized" in e.stderr
     assert (
-        b"File exists"
+        b"already exists; remove it or choose another name"
         in ni(
             "pxe", "customize", "--dest-device", "/dev/vda", "-o", out, live_initrd, ok=False
         ).stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.hostfacts.hosttree import build_host, build_pxe
-from helpers.capabilities import require_tools
+from helpers.capabilities import require, require_tools
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,6 +49,9 @@ def test_contents_are_stdlib_only(pyz: Path) -> None:
     assert "__main__.py" in names and "x2nestos/cli.py" in names
     assert "nestos_installer/errors.py" in names and "nestos_installer/run.py" in names
     assert not any(n.startswith("nestos_installer/cli") for n in names)  # click lives there
+    for shared in ("nestos_stream/stream.py", "nestos_installer/stream.py", "x2nestos/urlfetch.py"):
+        assert shared in names  # one stream loader for both tools, no fallback parser
+    assert "nestos_installer/outputs.py" in names
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
 
 
@@ -118,3 +121,50 @@ def test_doctor_json_on_fake_root(pyz: Path, tmp_path: Path, interp: str) -> Non
     )
     assert bad.returncode == 1
     assert bad.stderr.splitlines()[0].startswith("Error: artifacts: ISO ")
+
+
+OLD_HOST = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from nestos_installer.errors import OutputExists
+from nestos_installer.outputs import write_file
+from nestos_installer.stream import load_stream, select_artifacts
+class Transport:
+    def get_bytes(self, url, *, max_size=1, what=""):
+        assert url == "http://m/s/t.json", url
+        art = {"location": "http://m/k?x=1"}
+        fmt = {"pxe": {"kernel": art}}
+        doc = {"stream": "t", "architectures": {"x86_64": {"artifacts": {"metal": {
+            "release": "1", "formats": fmt}}}}}
+        return json.dumps(doc).encode()
+kernel = select_artifacts(load_stream(Transport(), "t", "http://m/s"), "x86_64", "metal", "pxe")
+print(kernel["kernel"].location)
+from nestos_stream import Artifact
+print(Artifact.from_url(kernel["kernel"].location).signature)
+dest = os.path.join(sys.argv[2], "out")
+write_file(dest, b"x")
+try:
+    write_file(dest, b"y")
+except OutputExists as e:
+    print(e)
+"""
+
+
+def test_shared_modules_run_on_the_oldest_python(pyz: Path, tmp_path: Path) -> None:
+    """Stream loading and outputs, as bundled, on Python 3.7 (openEuler 20.03, Debian 10)."""
+    found = sorted(Path.home().glob(".pyenv/versions/3.7.*/bin/python3.7"))
+    interp = str(found[0]) if found else shutil.which("python3.7")
+    require(interp is not None, "needs a Python 3.7 interpreter")
+    proc = subprocess.run(
+        [str(interp), "-I", "-S", "-c", OLD_HOST, str(pyz), str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "http://m/k?x=1",
+        "http://m/k.sig?x=1",
+        f"{tmp_path / 'out'} already exists; remove it or choose another name",
+    ]

@@ -16,6 +16,8 @@ from nestos_stream import (
     Artifact,
     Stream,
     StreamError,
+    load,
+    signature_url,
     stream_url,
 )
 
@@ -205,3 +207,36 @@ def test_stream_url() -> None:
     for bad in ("", "../x", "a/b"):
         with pytest.raises(StreamError):
             stream_url("http://m/", bad)
+
+
+@pytest.mark.parametrize(
+    "url,sig",
+    [
+        ("http://h/f.img", "http://h/f.img.sig"),
+        ("http://h/f.img?x=1", "http://h/f.img.sig?x=1"),
+        ("https://h/d/f.raw.xz?a=1&b=2#frag", "https://h/d/f.raw.xz.sig?a=1&b=2#frag"),
+        ("http://h:8080/p%20q.iso?sig=a.b", "http://h:8080/p%20q.iso.sig?sig=a.b"),
+    ],
+)
+def test_signature_url_appends_to_the_path(url: str, sig: str) -> None:
+    assert signature_url(url) == sig
+    assert Artifact.from_url(url) == Artifact(url, signature=sig)
+
+
+def test_load_through_any_transport() -> None:
+    asked = []
+
+    def get(url: str) -> bytes:
+        asked.append(url)
+        return json.dumps(small()).encode()
+
+    stream = load(get, "2403-LTS", "http://mirror.test/streams")
+    assert asked == [SRC]
+    assert stream == Stream.from_dict(small(), SRC)
+    disk = stream.select("x86_64", "metal", "raw.xz")["disk"]
+    assert disk == Artifact("http://m/x.raw.xz", "http://m/x.raw.xz.sig", HEX)
+    with pytest.raises(StreamError, match=f"stream metadata from {SRC}: not valid JSON"):
+        load(lambda url: b"<html>", "2403-LTS", "http://mirror.test/streams/")
+    with pytest.raises(StreamError, match="invalid stream name"):
+        load(get, "../etc", "http://mirror.test/streams/")
+    assert len(asked) == 1  # a bad name is refused before anything is fetched

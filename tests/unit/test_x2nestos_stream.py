@@ -15,7 +15,13 @@ import pytest
 
 from fixtures.hostfacts.hosttree import GpgKey, build_pxe
 from helpers.capabilities import require_tools
-from nestos_installer.errors import FetchError, HashMismatch, NestosError, SignatureMissing
+from nestos_installer.errors import (
+    FetchError,
+    HashMismatch,
+    NestosError,
+    OutputExists,
+    SignatureMissing,
+)
 from x2nestos import artifacts
 
 
@@ -96,13 +102,21 @@ def test_stream_refusals(served: tuple) -> None:
     with pytest.raises(HashMismatch, match="initrd.img"):
         artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=False, download=True)
     assert not (dest / "initrd.img").exists()
+    assert not [p for p in dest.iterdir() if p.name.startswith(".nestos-installer-temp")]
+    kernel = (dest / "vmlinuz").read_bytes()
+    (www / "pxe/vmlinuz").write_bytes(b"newer kernel")
+    with pytest.raises(OutputExists, match="vmlinuz already exists; remove it or choose"):
+        artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=True, download=True)
+    assert (dest / "vmlinuz").read_bytes() == kernel  # never clobbered
     doc = json.loads((www / "streams/test.json").read_text())
     for a in doc["architectures"]["x86_64"]["artifacts"]["metal"]["formats"]["pxe"].values():
         a.pop("signature")
         a.pop("sha256")
     (www / "streams/test.json").write_text(json.dumps(doc))
+    fresh = dest.parent / "fresh"
+    fresh.mkdir()
     with pytest.raises(SignatureMissing, match="no signature for kernel"):
-        artifacts.from_stream("test", base, "x86_64", dest, keys, insecure=False, download=True)
+        artifacts.from_stream("test", base, "x86_64", fresh, keys, insecure=False, download=True)
 
 
 def test_convert_from_stream_build_only(served: tuple, tmp_path: Path) -> None:
@@ -127,3 +141,47 @@ def test_convert_from_stream_build_only(served: tuple, tmp_path: Path) -> None:
     assert out.kernel.read_bytes() == (www / "pxe/vmlinuz").read_bytes()
     assert out.initrd.read_bytes().startswith((www / "pxe/initrd.img").read_bytes())
     assert out.plan.artifacts is not None and len(out.plan.artifacts.verification) == 3
+    # A second run downloads afresh: the staging download dir is ours, never clobbered.
+    (staged / "download/rootfs.img").write_bytes(b"left by an earlier run")
+    again = convert(cfg, say=said.append, confirm=None, stage_only=False, build_only=True)
+    assert (staged / "download/rootfs.img").read_bytes() == (www / "pxe/rootfs.img").read_bytes()
+    assert again.initrd.read_bytes() == out.initrd.read_bytes()
+
+
+def test_one_loader_two_transports() -> None:
+    """The installer's requests Fetcher and x2nestos' urllib one, behind the same load/select:
+    same Stream, same typed errors."""
+    from helpers.httpserver import TestServer
+    from nestos_installer.errors import StreamError, UsageError
+    from nestos_installer.fetch import Fetcher
+    from nestos_installer.stream import load_stream, select_artifacts
+    from x2nestos.urlfetch import UrlFetcher
+
+    art = {"location": "http://m/k", "signature": "http://m/k.sig", "sha256": "ab" * 32}
+    doc = {
+        "stream": "s",
+        "architectures": {
+            "x86_64": {
+                "artifacts": {"metal": {"release": "1", "formats": {"pxe": {"kernel": art}}}}
+            }
+        },
+    }
+    with TestServer() as srv, Fetcher() as requests_fetcher:
+        srv.add("streams/s.json", json.dumps(doc).encode())
+        srv.add("streams/bad.json", b"[]")
+        base = srv.url("streams")
+        loaded = [load_stream(t, "s", base) for t in (requests_fetcher, UrlFetcher())]
+        assert loaded[0] == loaded[1] and loaded[0].stream == "s"
+        kernel = select_artifacts(loaded[1], "x86_64", "metal", "pxe")["kernel"]
+        assert (kernel.location, kernel.signature) == ("http://m/k", "http://m/k.sig")
+        for transport in (requests_fetcher, UrlFetcher()):
+            with pytest.raises(StreamError, match="bad.json: expected an object, found an array"):
+                load_stream(transport, "bad", base)
+            with pytest.raises(UsageError, match="invalid stream name"):
+                load_stream(transport, "a/b", base)
+            with pytest.raises(FetchError, match="stream metadata fetch failed: 404"):
+                load_stream(transport, "gone", base)
+            with pytest.raises(StreamError, match="no format 'iso'.*available: pxe"):
+                select_artifacts(loaded[0], "x86_64", "metal", "iso")
+        with pytest.raises(FetchError, match=r"s.json is too large: \d+ > 10 bytes"):
+            UrlFetcher().get_bytes(srv.url("streams/s.json"), max_size=10)

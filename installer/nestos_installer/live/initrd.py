@@ -1,6 +1,7 @@
 """Initrd archives: concatenated (gzip/xz/zstd/plain) newc cpio reader and xz cpio writer.
 
-Imports `run` (zstd CLI) and `errors` only. Every length read from an archive is bounds-checked.
+Imports `run` (zstd CLI), `outputs` and `errors` only. Every length read from an archive is
+bounds-checked.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import (
 )
 
 from nestos_installer.errors import ImageFormatError
+from nestos_installer.outputs import write_file
 from nestos_installer.run import run
 
 NEWC_MAGICS = (b"070701", b"070702")
@@ -269,9 +271,6 @@ def extract(initrd: Initrd, directory: str, raw_names: Iterable[str]) -> List[st
         if parent:
             os.makedirs(parent, exist_ok=True)
         # Ignition configs may hold secrets
-        mode = 0o600 if name.endswith(".ign") else 0o644
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(initrd.members[name])
+        write_file(dest, initrd.members[name], secret=name.endswith(".ign"))
         written.append(dest)
     return written

@@ -1,6 +1,6 @@
 """Verbs behind `iso ...` and `pxe ...`: open the media, compute the edit, write the output.
 
-Imports `live.*`, `kargs`, `errors`; never prints. Results go back as bytes/strings.
+Imports `live.*`, `kargs`, `outputs`, `errors`; never prints. Results go back as bytes/strings.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from nestos_installer.kargs import edit_kargs
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import CONFIG_IGN, NETWORK_DIR, LiveIso, Write, network_files
 from nestos_installer.live.initrd import Initrd, extract
+from nestos_installer.outputs import new_file, write_file
 
 ALREADY_IGN = "This ISO image already has an embedded Ignition config; use -f to force."
 ALREADY_NET = "This ISO image already has embedded network settings; use -f to force."
@@ -113,9 +114,7 @@ def network_extract_from(initrd: Initrd, directory: Optional[str]) -> Union[List
     written = []
     for p in files:
         dest = os.path.join(directory, os.path.basename(p))
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(initrd.members[p])
+        write_file(dest, initrd.members[p], secret=True)  # keyfiles may hold Wi-Fi passwords
         written.append(dest)
     return written
 
@@ -182,9 +181,8 @@ def extract_pxe(path: str, output_dir: str) -> List[str]:
                 continue
             name = os.path.basename(f.path).lower()
             dest = os.path.join(output_dir, f"{stem}-{name}")
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as out:
-                outputs._copy_range(iso.fp, out, f.offset, f.offset + f.length)
+            with new_file(dest) as out:
+                outputs._copy_range(iso.fp, out.file, f.offset, f.offset + f.length)
             written.append(dest)
     return written
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from nestos_installer.errors import ImageFormatError, UsageError
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import LiveIso
 from nestos_installer.live.iso9660 import SECTOR, IsoImage
+from nestos_installer.outputs import TEMP_PREFIX, new_file, refuse_existing
 
 MAGIC = b"MINISO\0\0"
 VERSION = 1
@@ -211,47 +211,54 @@ def extract_minimal_iso(
     rootfs_url: Optional[str],
     stdout: Optional[BinaryIO] = None,
 ) -> None:
+    """The minimal ISO to `output` (a new file, or `-` for stdout), maybe the rootfs too."""
     if rootfs_url is not None and any(c.isspace() for c in rootfs_url):
         raise UsageError(f"forbidden whitespace found in '{rootfs_url}'")
+    for dest in (output_rootfs, output):
+        if dest is not None and dest != "-":
+            refuse_existing(dest)  # before any work
     with open(path, "rb") as fp:
         iso = LiveIso(fp)
         try:
-            raw = iso.miniso_data()
-            if raw is None:
-                raise UsageError("This ISO image does not support extracting a minimal ISO.")
-            if iso.is_customized():
-                raise UsageError(CUSTOMIZED)
-            data = decode(raw)
+            data = _minimal_data(iso)
             if output_rootfs is not None:
                 f = iso.iso.lookup("IMAGES/PXEBOOT/ROOTFS.IMG")
-                fd = os.open(output_rootfs, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(fd, "wb") as out:
-                    outputs._copy_range(fp, out, f.offset, f.offset + f.length)
-            directory = None if output == "-" else os.path.dirname(os.path.abspath(output))
-            if output != "-" and os.path.lexists(output):
-                raise FileExistsError(17, "File exists", output)
-            tfd, tmp = tempfile.mkstemp(prefix=outputs.TEMP_PREFIX, dir=directory)
-            try:
-                with os.fdopen(tfd, "wb") as out:
-                    unpack(data, fp, iso.size, out)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+                with new_file(output_rootfs) as out:
+                    outputs._copy_range(fp, out.file, f.offset, f.offset + f.length)
+            if output == "-":
+                _stream_minimal(data, fp, iso.size, rootfs_url, stdout)
+                return
+            with new_file(output) as out:
+                unpack(data, fp, iso.size, out.file)
+                out.file.flush()
+                _edit_minimal(str(out.path), rootfs_url)
         finally:
             iso.iso.close()
-    try:
-        _edit_minimal(tmp, rootfs_url)
-        if output == "-":
-            if stdout is None:
-                raise ValueError("stdout stream required for '-'")
-            with open(tmp, "rb") as out:
-                shutil.copyfileobj(out, stdout, 1 << 20)
-            stdout.flush()
-            os.unlink(tmp)
-        else:
-            os.chmod(tmp, 0o644)
-            outputs.no_clobber_rename(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+
+def _minimal_data(iso: LiveIso) -> MinisoData:
+    raw = iso.miniso_data()
+    if raw is None:
+        raise UsageError("This ISO image does not support extracting a minimal ISO.")
+    if iso.is_customized():
+        raise UsageError(CUSTOMIZED)
+    return decode(raw)
+
+
+def _stream_minimal(
+    data: MinisoData,
+    fp: BinaryIO,
+    size: int,
+    rootfs_url: Optional[str],
+    stdout: Optional[BinaryIO],
+) -> None:
+    """Build the minimal ISO in a scratch file (its kargs are edited in place), then copy it."""
+    if stdout is None:
+        raise ValueError("stdout stream required for '-'")
+    with tempfile.NamedTemporaryFile(prefix=TEMP_PREFIX) as tmp:
+        unpack(data, fp, size, tmp)  # type: ignore[arg-type]
+        tmp.flush()
+        _edit_minimal(tmp.name, rootfs_url)
+        tmp.seek(0)
+        shutil.copyfileobj(tmp, stdout, 1 << 20)
+    stdout.flush()

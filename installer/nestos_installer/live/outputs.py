@@ -1,20 +1,20 @@
-"""Where a modified image goes: in place (pwrite), a new file (temp + no-clobber) or a stream.
+"""Where a modified image goes: in place (pwrite), a new file (published by `outputs`, no
+clobber) or a stream. Imports `errors` and `outputs` only.
 
-Imports `errors` only. The three forms produce byte-identical results; every write is checked
-against the image size before the first byte changes.
+The three forms produce byte-identical results; every write is checked against the image size
+before the first byte changes.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 from nestos_installer.errors import ImageFormatError
+from nestos_installer.outputs import new_file, refuse_existing, write_file
 
 Write = Tuple[int, bytes]
-TEMP_PREFIX = ".nestos-installer-temp-"
 CHUNK = 1 << 20
 
 
@@ -44,34 +44,16 @@ def write_in_place(path: str, writes: Sequence[Write]) -> None:
         os.close(fd)
 
 
-def no_clobber_rename(tmp: str, dest: str) -> None:
-    """Give `tmp` the name `dest` unless `dest` exists (FileExistsError, "File exists")."""
-    try:
-        os.link(tmp, dest)
-    finally:
-        os.unlink(tmp)
-
-
 def write_new_file(src: str, dest: str, writes: Sequence[Write]) -> None:
-    """Copy `src` to a temp file next to `dest`, patch it, then rename it no-clobber."""
-    if os.path.lexists(dest):
-        raise FileExistsError(17, "File exists", dest)
+    """Copy `src` to a new file `dest` with the regions substituted (mode 0600: the output may
+    carry an Ignition config with secrets)."""
+    refuse_existing(dest)  # before checking and copying a whole ISO
     checked = check_writes(os.path.getsize(src), writes)
-    directory = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, CHUNK)
-            for off, data in checked:
-                out.seek(off)
-                out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        # stays 0600 (mkstemp): the output may carry an Ignition config with secrets
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    no_clobber_rename(tmp, dest)
+    with new_file(dest, secret=True) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out.file, CHUNK)
+        for off, data in checked:
+            out.file.seek(off)
+            out.file.write(data)
 
 
 def stream_copy(src: str, out: BinaryIO, writes: Sequence[Write]) -> None:
@@ -99,12 +81,6 @@ def _copy_range(inp: BinaryIO, out: BinaryIO, start: int, end: int) -> None:
         left -= len(buf)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def apply(
     src: str, writes: Sequence[Write], output: Optional[str], stdout: Optional[BinaryIO] = None
 ) -> None:
@@ -119,30 +95,13 @@ def apply(
         write_new_file(src, output, writes)
 
 
-def write_bytes_output(
-    data: bytes, output: str, stdout: Optional[BinaryIO] = None, mode: int = 0o600
-) -> None:
-    """Small generated outputs (PXE cpio): stdout or temp + no-clobber rename.
-
-    Default mode 0600: these archives usually carry an Ignition config.
-    """
+def write_bytes_output(data: bytes, output: str, stdout: Optional[BinaryIO] = None) -> None:
+    """Small generated outputs (PXE cpio): stdout or a new file of mode 0600 (these archives
+    usually carry an Ignition config)."""
     if output == "-":
         if stdout is None:
             raise ValueError("stdout stream required for '-'")
         stdout.write(data)
         stdout.flush()
         return
-    if os.path.lexists(output):
-        raise FileExistsError(17, "File exists", output)
-    directory = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode & ~_umask())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    no_clobber_rename(tmp, output)
+    write_file(output, data, secret=True)
