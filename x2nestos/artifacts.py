@@ -1,7 +1,8 @@
 """The NestOS live kernel, initramfs and rootfs: found in a live ISO, a PXE directory or a
 stream, sized, identified by architecture and signature-checked before anything uses them.
 
-stdlib only (urllib for --stream); ISO access through x2nestos.isofile.
+stdlib only (urllib for --stream); ISO access through x2nestos.isofile, signature checks
+through nestos_installer.signature.gpgv.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from nestos_installer.errors import (
     SignatureMissing,
     UsageError,
 )
+from nestos_installer.signature.gpgv import GpgvVerifier
 from x2nestos import __version__
 from x2nestos.isofile import IsoImage
-from x2nestos.signature import verify
 
 ISO_PXE = {
     "kernel": "images/pxeboot/vmlinuz",
@@ -244,6 +245,7 @@ def verify_artifacts(art: LiveArtifacts, keys: Sequence[bytes], *, insecure: boo
         targets = [("ISO", art.iso)]
     else:
         targets = [(n, p.path) for n, p in art.parts.items() if p.path is not None]
+    verifier = GpgvVerifier(keys)
     for label, path in targets:
         sig = Path(str(path) + ".sig")
         if not sig.is_file():
@@ -254,7 +256,7 @@ def verify_artifacts(art: LiveArtifacts, keys: Sequence[bytes], *, insecure: boo
                 f"no signature {sig} for {path.name}",
                 hint="put the detached .sig next to it, or pass --insecure",
             )
-        fpr = verify(path, sig, keys)
+        fpr = verifier.verify(path, sig).fingerprint
         art.verification.append(f"{label}: good signature from {fpr}")
 
 
@@ -314,6 +316,7 @@ def from_stream(
     arts = stream_pxe(name, base, arch)
     parts: Dict[str, Part] = {}
     verification = []
+    verifier = GpgvVerifier(keys)
     for kind in ("kernel", "initramfs", "rootfs"):
         if kind not in arts:
             if kind == "rootfs":
@@ -332,7 +335,8 @@ def from_stream(
         if sig_url:
             sig = Path(str(path) + ".sig")
             _download(str(sig_url), sig, None)
-            verification.append(f"{kind}: good signature from {verify(path, sig, keys)}")
+            fpr = verifier.verify(path, sig).fingerprint
+            verification.append(f"{kind}: good signature from {fpr}")
         elif not insecure:
             raise SignatureMissing(f"stream {name} lists no signature for {kind}")
         parts[kind] = Part(kind, path.stat().st_size, loc, path)

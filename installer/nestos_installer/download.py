@@ -30,14 +30,14 @@ from nestos_installer.fetch import Fetcher, FetchRetries, check_url, url_name
 from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.progress import Progress, ProgressMode
 from nestos_installer.pipeline.readers import TeeReader, copy_stream
-from nestos_installer.verify import Keyring, SignatureVerifier
+from nestos_installer.signature.policy import SIG_MISSING, Keyring
+from nestos_installer.signature.verifier import SignatureVerifier
 from nestos_stream import DEFAULT_BASE_URL, DEFAULT_STREAM, Artifact, Stream, stream_url
 from nestos_stream import StreamError as _ParseError
 
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".nestos-installer-temp-"
-SIG_MISSING = "--insecure not specified and signature not found"
 _DECOMPRESS_SUFFIXES = (".xz", ".gz", ".zst")
 _ARCHIVE_SUFFIXES = (".tar.xz", ".tar.gz", ".tar.zst")
 _CHUNK = 1 << 20

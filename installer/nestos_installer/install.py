@@ -25,11 +25,13 @@ from nestos_installer.errors import (
     UsageError,
 )
 from nestos_installer.fetch import Fetcher, FetchRetries, check_url
+from nestos_installer.ignition import IgnitionHash
 from nestos_installer.pipeline import decompress
 from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.progress import Progress, ProgressMode
 from nestos_installer.pipeline.readers import TeeReader
-from nestos_installer.verify import IgnitionHash, Keyring, SignatureVerifier
+from nestos_installer.signature.policy import Keyring
+from nestos_installer.signature.verifier import SignatureVerifier
 
 Say = Callable[[str], None]
 DEFAULT_NETWORK_DIR = Path("/etc/NetworkManager/system-connections/")
