@@ -210,16 +210,10 @@ def _consoles(cfg: ConvertConfig, arch: str) -> Tuple[List[str], bool]:
     return list(DEFAULT_CONSOLES.get(canon, ("tty0",))), False
 
 
-def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
-    """Gather facts and compute everything; errors that stop a conversion become FAIL checks."""
-    root = cfg.root
-    machine = hostfacts.machine_arch(root)
-    kexec = hostfacts.kexec_facts(root)
-    checks = [
-        preflight.check_root(root),
-        preflight.check_container(hostfacts.container(root)),
-        preflight.check_hypervisor(hostfacts.hypervisor(root)),
-    ]
+def _artifact_checks(
+    cfg: ConvertConfig, machine: str, download: bool, checks: List[Check]
+) -> Optional[LiveArtifacts]:
+    """Find (and with download=True fetch + verify) the live artifacts; check them."""
     art: Optional[LiveArtifacts] = None
     try:
         art = _artifacts(cfg, machine, download)
@@ -246,24 +240,40 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     checks.append(preflight.check_arch(machine, art))
     if art is not None:
         checks.append(preflight.check_live_image(art))
-    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+    return art
 
+
+def _target_checks(cfg: ConvertConfig, checks: List[Check]) -> Optional[disk.TargetDisk]:
     target: Optional[disk.TargetDisk] = None
     target_error: Optional[str] = None
     try:
-        spec = cfg.target or disk.root_disk(root)
+        spec = cfg.target or disk.root_disk(cfg.root)
         if spec is None:
             raise UsageError("no target disk given and the disk holding / was not found")
-        target = disk.resolve(spec, root)
+        target = disk.resolve(spec, cfg.root)
     except NestosError as e:
         target_error = str(e)
     checks += preflight.check_target(
         target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
     )
+    return target
 
-    carried: List[str] = []
-    not_carried: List[str] = []
-    notes: List[str] = []
+
+@dataclass(frozen=True)
+class _Carried:
+    """What the host hands the new system: identity, network keyfiles, naming kargs, consoles."""
+
+    ident: identity.Identity
+    keyfiles: Dict[str, str]
+    naming: List[str]
+    consoles: List[str]
+
+
+def _carry(
+    cfg: ConvertConfig, machine: str, carried: List[str], not_carried: List[str], notes: List[str]
+) -> _Carried:
+    """Read what --carry asks for; say what is and is not carried."""
+    root = cfg.root
     ident = identity.read_identity(
         root,
         users=Carry.SSH_KEYS in cfg.carry,
@@ -294,20 +304,54 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         "users' passwords, packages, services, /etc and data on the target "
         "(NestOS is installed fresh)"
     ]
+    return _Carried(ident, keyfiles, naming, consoles)
 
+
+def _user_ignition(cfg: ConvertConfig) -> DestSource:
+    if cfg.ignition_file:
+        try:
+            data = cfg.ignition_file.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"reading Ignition config {cfg.ignition_file}") from e
+        return DestSource(config=parse_user_ignition(data, str(cfg.ignition_file)))
+    if cfg.ignition_url:
+        return DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
+    return DestSource()
+
+
+def _dest_consoles(
+    cfg: ConvertConfig, art: Optional[LiveArtifacts], consoles: List[str], not_carried: List[str]
+) -> List[str]:
+    """The consoles the installed system gets: none if the live installer cannot set them."""
+    dest_consoles = consoles if Carry.CONSOLE in cfg.carry else []
+    directives = (art.features or {}).get("installer-config-directives") if art else None
+    if (
+        dest_consoles
+        and art is not None
+        and art.features is not None
+        and not (isinstance(directives, dict) and directives.get("console"))
+    ):
+        not_carried.append(
+            "console: this live image's installer has no `console` "
+            "setting; the installed system keeps its default console"
+        )
+        dest_consoles = []
+    return dest_consoles
+
+
+def _payload(
+    cfg: ConvertConfig,
+    art: Optional[LiveArtifacts],
+    target: Optional[disk.TargetDisk],
+    carry: _Carried,
+    checks: List[Check],
+    not_carried: List[str],
+) -> Tuple[Optional[Payload], int]:
+    """The initrd payload for the target (and its archive size); problems become checks."""
     payload: Optional[Payload] = None
-    size = 0
     try:
-        user = DestSource()
-        if cfg.ignition_file:
-            try:
-                data = cfg.ignition_file.read_bytes()
-            except OSError as e:
-                raise ConfigError(f"reading Ignition config {cfg.ignition_file}") from e
-            user = DestSource(config=parse_user_ignition(data, str(cfg.ignition_file)))
-        elif cfg.ignition_url:
-            user = DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
-        if user == DestSource() and not ident.users:
+        user = _user_ignition(cfg)
+        if user == DestSource() and not carry.ident.users:
             checks.append(
                 Check(
                     "login",
@@ -318,39 +362,47 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
             )
         if target is not None and target.stable_path:
             paths = LivePaths(art.prefix if art else "nestos")
-            dest_consoles = consoles if Carry.CONSOLE in cfg.carry else []
-            directives = (art.features or {}).get("installer-config-directives") if art else None
-            if (
-                dest_consoles
-                and art is not None
-                and art.features is not None
-                and not (isinstance(directives, dict) and directives.get("console"))
-            ):
-                not_carried.append(
-                    "console: this live image's installer has no `console` "
-                    "setting; the installed system keeps its default console"
-                )
-                dest_consoles = []
             inst = installer_config(
                 target.stable_path,
                 paths=paths,
-                consoles=dest_consoles,
+                consoles=_dest_consoles(cfg, art, carry.consoles, not_carried),
                 save_partlabel=cfg.save_partlabel,
-                append_karg=tuple(naming) + cfg.dest_kargs,
+                append_karg=tuple(carry.naming) + cfg.dest_kargs,
             )
             payload = Payload(
-                dest_ignition(user, ident, keyfiles),
+                dest_ignition(user, carry.ident, carry.keyfiles),
                 inst,
-                keyfiles,
+                carry.keyfiles,
                 target_check_script(target.stable_path, target.size, target.serial),
                 paths,
             )
-            size = len(archive(payload.members(), cfg.compression))
+            return payload, len(archive(payload.members(), cfg.compression))
     except NestosError as e:
         checks.append(Check("ignition", Status.FAIL, str(e)))
+    return payload, 0
 
-    kargs = list(art.live_kargs if art else []) + naming + list(cfg.live_kargs)
-    kargs += [f"console={c}" for c in consoles]
+
+def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
+    """Gather facts and compute everything; errors that stop a conversion become FAIL checks."""
+    root = cfg.root
+    machine = hostfacts.machine_arch(root)
+    kexec = hostfacts.kexec_facts(root)
+    checks = [
+        preflight.check_root(root),
+        preflight.check_container(hostfacts.container(root)),
+        preflight.check_hypervisor(hostfacts.hypervisor(root)),
+    ]
+    art = _artifact_checks(cfg, machine, download, checks)
+    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+    target = _target_checks(cfg, checks)
+    carried: List[str] = []
+    not_carried: List[str] = []
+    notes: List[str] = []
+    carry = _carry(cfg, machine, carried, not_carried, notes)
+    payload, size = _payload(cfg, art, target, carry, checks, not_carried)
+
+    kargs = list(art.live_kargs if art else []) + carry.naming + list(cfg.live_kargs)
+    kargs += [f"console={c}" for c in carry.consoles]
     mem = hostfacts.meminfo(root)
     checks.append(preflight.check_memory(mem, art, size or preflight.PAYLOAD_ESTIMATE))
     need = preflight.memory_need(art, size)["disk"] if art is not None else 0

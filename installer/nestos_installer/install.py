@@ -227,6 +227,34 @@ def _write(
     if saved:
         gpt.write_saved_only(target.path, saved)
         target.fsync()
+    head = _stream_verified(cfg, target, src, saved, limit, say)
+    writer.commit_head(target, head)
+    if saved:
+        table = gpt.read_table(target.path)
+        image_indexes = [e.index for e in table.entries] if table is not None else []
+        moves = gpt.renumber(image_indexes, saved)
+        for new, e in moves:
+            say(f'Saving partition {e.index} ("{e.name}") to new partition {new}')
+        gpt.merge_saved(target.path, moves)
+    target.fsync()
+    parts = blockdev.reread_partitions(target)
+    if ign is not None or cfg.boot_edits or cfg.copy_network:
+        dev, fstype = blockdev.find_by_label(parts, "boot", target.path)
+        target.release_exclusive()
+        blockdev.with_mounted(dev, fstype, lambda boot: _postprocess(cfg, boot, ign, say))
+    target.fsync()
+
+
+def _stream_verified(
+    cfg: InstallConfig,
+    target: blockdev.Target,
+    src: source.ImageSource,
+    saved: List[gpt.PartitionEntry],
+    limit: int,
+    say: Say,
+) -> bytes:
+    """Stream the image onto the target (raw bytes teed to the signature verifier and sha256)
+    and return the held-back first MiB once the signature and digest checked out."""
     keyring = Keyring.default(cfg.keyrings)
     sha = hashlib.sha256()
     with ExitStack() as stack:
@@ -264,21 +292,7 @@ def _write(
                 )
         finally:
             flushed()
-    writer.commit_head(target, head)
-    if saved:
-        table = gpt.read_table(target.path)
-        image_indexes = [e.index for e in table.entries] if table is not None else []
-        moves = gpt.renumber(image_indexes, saved)
-        for new, e in moves:
-            say(f'Saving partition {e.index} ("{e.name}") to new partition {new}')
-        gpt.merge_saved(target.path, moves)
-    target.fsync()
-    parts = blockdev.reread_partitions(target)
-    if ign is not None or cfg.boot_edits or cfg.copy_network:
-        dev, fstype = blockdev.find_by_label(parts, "boot", target.path)
-        target.release_exclusive()
-        blockdev.with_mounted(dev, fstype, lambda boot: _postprocess(cfg, boot, ign, say))
-    target.fsync()
+    return head
 
 
 def _fsync_in_background(target: blockdev.Target) -> Callable[[], None]:
