@@ -1,7 +1,6 @@
-"""Ignition configs for the installed system: validate up front, write config.ign (0600 in a
-0700 directory), copy NetworkManager keyfiles. Never logs a config's contents.
-
-Also `IgnitionHash`, the `--ignition-hash` digest a config must match. Imports `errors` only.
+"""Ignition configs for the installed system: the `--ignition-hash` digest, validation up front,
+config.ign written 0600 in a 0700 directory, NetworkManager keyfiles copied. Never logs a
+config's contents. Imports `errors` only.
 """
 
 from __future__ import annotations

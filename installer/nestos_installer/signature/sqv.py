@@ -1,9 +1,6 @@
-"""The sqv backend: Sequoia's signature verifier reads the raw bytes on its stdin (a 1 MiB pipe).
-gpg hashes the data of a detached signature one byte at a time (~270 MiB/s here, slower than
-loopback HTTP); sqv hashes in blocks (~1 GiB/s), so verification keeps up with the download.
-It reads the same key files that gpg imports in a thread beside the stream; the signer sqv names
-must be a key gpg accepted and lists as neither expired nor revoked (as gpg judges).
-Imports run (for sqv) and the gpg backend's key import.
+"""The sqv backend: Sequoia's signature verifier reads the raw bytes on its stdin (a 1 MiB pipe);
+the signer it names is judged by gpg's listing of our keys. Imports run (for sqv) and the gpg
+backend's key import.
 """
 
 from __future__ import annotations
@@ -57,7 +54,13 @@ def sqv_problem(err: str, returncode: int) -> str:
 
 class SqvBackend(Backend):
     """sqv over our key files, started at once; gpg's key import runs in a thread beside the
-    stream, or only in finish() (`defer_key_import`: install's final fsync leaves idle time)."""
+    stream, or only in finish() (`defer_key_import`: install's final fsync leaves idle time).
+
+    gpg hashes the data of a detached signature one byte at a time (~270 MiB/s here, slower
+    than loopback HTTP); sqv hashes in blocks (~1 GiB/s), so verification keeps up with the
+    download. sqv reads the same key files that gpg imports; the signer sqv names must be a
+    key gpg accepted and lists as neither expired nor revoked (as gpg judges).
+    """
 
     name = "sqv"
 

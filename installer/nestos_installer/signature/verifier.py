@@ -1,7 +1,6 @@
-"""The streaming signature check of the install and download pipelines: `feed()` the raw bytes,
-`finish()` returns the signer or raises BadSignature; a verifier that can no longer succeed
-makes `feed()` fail early. `NESTOS_INSTALLER_VERIFIER=gpg|sqv|auto` picks the backend.
-Imports errors, run, readers and the signature package.
+"""The streaming signature check of the install and download pipelines: `feed()` raw bytes,
+`finish()` gives the signer; backend from `NESTOS_INSTALLER_VERIFIER=gpg|sqv|auto`.
+Imports errors, run, pipeline.readers and the signature package.
 """
 
 from __future__ import annotations
