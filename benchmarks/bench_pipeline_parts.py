@@ -25,7 +25,8 @@ from helpers.gpgkeys import TestKey  # noqa: E402
 from nestos_installer.pipeline.decompress import decompressed  # noqa: E402
 from nestos_installer.pipeline.progress import Progress, ProgressMode  # noqa: E402
 from nestos_installer.pipeline.readers import TeeReader, copy_stream  # noqa: E402
-from nestos_installer.verify import Keyring, SignatureVerifier  # noqa: E402
+from nestos_installer.signature.policy import Keyring  # noqa: E402
+from nestos_installer.signature.verifier import SignatureVerifier  # noqa: E402
 
 CACHE = Path(tempfile.gettempdir()) / "nestos-bench"
 

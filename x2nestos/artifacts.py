@@ -1,6 +1,7 @@
 """The NestOS live kernel, initramfs and rootfs: found in a live ISO, a PXE directory or a
 stream, sized, identified by architecture and signature-checked before anything uses them.
-stdlib only: streams via nestos_installer.stream + urlfetch, files via outputs, ISOs via isofile.
+stdlib only: streams via nestos_installer.stream + urlfetch, files via outputs, ISOs via isofile,
+signature checks through nestos_installer.signature.gpgv.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from nestos_installer.errors import (
     SignatureMissing,
 )
 from nestos_installer.outputs import TEMP_PREFIX, new_file
+from nestos_installer.signature.gpgv import GpgvVerifier
 from nestos_installer.stream import load_stream, select_artifacts
 from nestos_stream import DEFAULT_BASE_URL, Artifact
 from x2nestos.isofile import IsoImage
-from x2nestos.signature import verify
 from x2nestos.urlfetch import UrlFetcher
 
 ISO_PXE = {
@@ -243,6 +244,7 @@ def verify_artifacts(art: LiveArtifacts, keys: Sequence[bytes], *, insecure: boo
         targets = [("ISO", art.iso)]
     else:
         targets = [(n, p.path) for n, p in art.parts.items() if p.path is not None]
+    verifier = GpgvVerifier(keys)
     for label, path in targets:
         sig = Path(str(path) + ".sig")
         if not sig.is_file():
@@ -253,7 +255,7 @@ def verify_artifacts(art: LiveArtifacts, keys: Sequence[bytes], *, insecure: boo
                 f"no signature {sig} for {path.name}",
                 hint="put the detached .sig next to it, or pass --insecure",
             )
-        fpr = verify(path, sig, keys)
+        fpr = verifier.verify(path, sig).fingerprint
         art.verification.append(f"{label}: good signature from {fpr}")
 
 
@@ -278,6 +280,7 @@ def from_stream(
     arts = stream_pxe(fetcher, name, base, arch)
     parts: Dict[str, Part] = {}
     verification = []
+    verifier = GpgvVerifier(keys)
     for kind in ("kernel", "initramfs", "rootfs"):
         if kind not in arts:
             if kind == "rootfs":
@@ -294,7 +297,8 @@ def from_stream(
         if art.signature:
             sig = Path(str(path) + ".sig")
             _download(fetcher, art.signature, sig, None, f"{kind} signature")
-            verification.append(f"{kind}: good signature from {verify(path, sig, keys)}")
+            fpr = verifier.verify(path, sig).fingerprint
+            verification.append(f"{kind}: good signature from {fpr}")
         elif not insecure:
             raise SignatureMissing(f"stream {name} lists no signature for {kind}")
         parts[kind] = Part(kind, path.stat().st_size, art.location, path)

@@ -14,6 +14,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 from nestos_installer import disks
 from nestos_installer import run as runner
 from nestos_installer.errors import ConfigError, NestosError, UsageError
+from nestos_installer.signature.policy import Keyring
 from x2nestos import hostfacts, identity, network, preflight
 from x2nestos.artifacts import (
     DEFAULT_STREAM_BASE,
@@ -36,7 +37,6 @@ from x2nestos.payload import (
     target_check_script,
 )
 from x2nestos.preflight import Check, Status
-from x2nestos.signature import default_keys
 
 
 class Carry(enum.Enum):
@@ -123,15 +123,9 @@ class ConvertConfig:
         return self.work_dir or DEFAULT_WORK_DIR
 
     def keys(self) -> List[bytes]:
-        if not self.keyrings:
-            return default_keys()
-        out = []
-        for p in self.keyrings:
-            try:
-                out.append(p.read_bytes())
-            except OSError as e:
-                raise ConfigError(f"reading keyring {p}") from e
-        return out
+        """The trusted keys, as the installer trusts them: shipped with nestos-installer, then
+        /etc/nestos-installer/keys.d/*.asc, then --keyring."""
+        return Keyring.default(self.keyrings).read()
 
 
 @dataclass

@@ -18,7 +18,6 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from nestos_installer import outputs
 from nestos_installer.errors import (
-    SIG_MISSING,
     HashMismatch,
     NestosError,
     SignatureMissing,
@@ -28,8 +27,9 @@ from nestos_installer.fetch import Fetcher, FetchRetries, check_url, url_name
 from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.progress import Progress, ProgressMode
 from nestos_installer.pipeline.readers import TeeReader, copy_stream
+from nestos_installer.signature.policy import SIG_MISSING, Keyring
+from nestos_installer.signature.verifier import SignatureVerifier
 from nestos_installer.stream import load_stream, select_artifacts
-from nestos_installer.verify import Keyring, SignatureVerifier
 from nestos_stream import DEFAULT_BASE_URL, DEFAULT_STREAM, Artifact
 
 log = logging.getLogger(__name__)

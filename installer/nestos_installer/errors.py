@@ -37,9 +37,6 @@ class VerificationError(NestosError):
     """Something we were asked to trust did not check out."""
 
 
-SIG_MISSING = "--insecure not specified and signature not found"
-
-
 class SignatureMissing(VerificationError):
     """No detached signature was found for the image (allowed only with --insecure)."""
 

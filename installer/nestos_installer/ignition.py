@@ -1,21 +1,64 @@
-"""Ignition configs for the installed system: validate up front, write config.ign (0600 in a
-0700 directory), copy NetworkManager keyfiles. Never logs a config's contents.
-
-Imports `errors` and `verify` (for IgnitionHash) only.
+"""Ignition configs for the installed system: the `--ignition-hash` digest, validation up front,
+config.ign written 0600 in a 0700 directory, NetworkManager keyfiles copied. Never logs a
+config's contents. Imports `errors` only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
-from nestos_installer.errors import ConfigError, TargetError
-from nestos_installer.verify import IgnitionHash
+from nestos_installer.errors import ConfigError, HashMismatch, TargetError, UsageError
 
 SUPPORTED_MAJOR = 3
+_DIGEST_BITS = {"sha256": 256, "sha512": 512}
+
+
+@dataclass(frozen=True)
+class IgnitionHash:
+    """`--ignition-hash` value: `sha256-<hex>` or `sha512-<hex>`."""
+
+    algorithm: str
+    digest: bytes
+
+    @classmethod
+    def parse(cls, spec: str) -> IgnitionHash:
+        kind, sep, hexdigest = spec.partition("-")
+        if not sep:
+            raise UsageError(f"failed to detect hash-type and digest in '{spec}'")
+        if kind not in _DIGEST_BITS:
+            raise UsageError(f"unknown hash type '{kind}'")
+        try:
+            if len(hexdigest) % 2 or not all(c in "0123456789abcdefABCDEF" for c in hexdigest):
+                raise ValueError(f"invalid hex string '{hexdigest}'")
+            digest = bytes.fromhex(hexdigest)
+        except ValueError as e:
+            raise UsageError("decoding hex digest") from e
+        if len(digest) * 8 != _DIGEST_BITS[kind]:
+            raise UsageError(f"wrong digest length ({len(digest) * 8})")
+        return cls(kind, digest)
+
+    def hasher(self) -> Any:
+        """A fresh hashlib object for streaming use; pass it to `check`."""
+        return hashlib.new(self.algorithm)
+
+    def check(self, computed: bytes) -> None:
+        if not hmac.compare_digest(computed, self.digest):
+            raise HashMismatch(
+                f"hash mismatch, computed '{computed.hex()}' but expected '{self.digest.hex()}'"
+            )
+
+    def verify(self, data: bytes) -> None:
+        self.check(hashlib.new(self.algorithm, data).digest())
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}-{self.digest.hex()}"
 
 
 def validate(data: bytes, source: str) -> None:

@@ -28,11 +28,13 @@ from nestos_installer.errors import (
     UsageError,
 )
 from nestos_installer.fetch import Fetcher, FetchRetries, check_url
+from nestos_installer.ignition import IgnitionHash
 from nestos_installer.pipeline import decompress
 from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.progress import Progress, ProgressMode
 from nestos_installer.pipeline.readers import TeeReader
-from nestos_installer.verify import IgnitionHash, Keyring, SignatureVerifier
+from nestos_installer.signature.policy import Keyring
+from nestos_installer.signature.verifier import SignatureVerifier
 from nestos_stream import signature_url
 
 Say = Callable[[str], None]
@@ -262,8 +264,8 @@ def _stream_verified(
     limit: int,
     say: Say,
 ) -> bytes:
-    """Stream the image onto the target (all but the first MiB, returned) and check its
-    signature and hash; raises before anything bootable was written."""
+    """Stream the image onto the target (raw bytes teed to the signature verifier and sha256)
+    and return the held-back first MiB once the signature and digest checked out."""
     keyring = Keyring.default(cfg.keyrings)
     sha = hashlib.sha256()
     with ExitStack() as stack:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hostfacts.hosttree import build_host, build_pxe
+from fixtures.hostfacts.hosttree import GpgKey, build_host, build_pxe
 from helpers.capabilities import require, require_tools
+from helpers.tools import pyenv_python
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,8 +37,7 @@ def python3() -> str:
 def interpreters() -> list:
     """python3 plus the oldest supported Python (3.9) wherever this machine has one."""
     found = [python3()]
-    pyenv = sorted(Path.home().glob(".pyenv/versions/3.9.*/bin/python3.9"))
-    for cand in [str(p) for p in pyenv] + [shutil.which("python3.9") or ""]:
+    for cand in [pyenv_python("3.9") or "", shutil.which("python3.9") or ""]:
         if cand and "shims" not in cand and Path(cand).is_file() and cand not in found:
             found.append(cand)
             break
@@ -49,9 +49,6 @@ def test_contents_are_stdlib_only(pyz: Path) -> None:
     assert "__main__.py" in names and "x2nestos/cli.py" in names
     assert "nestos_installer/errors.py" in names and "nestos_installer/run.py" in names
     assert not any(n.startswith("nestos_installer/cli") for n in names)  # click lives there
-    for shared in ("nestos_stream/stream.py", "nestos_installer/stream.py", "x2nestos/urlfetch.py"):
-        assert shared in names  # one stream loader for both tools, no fallback parser
-    assert "nestos_installer/outputs.py" in names
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
 
 
@@ -123,6 +120,95 @@ def test_doctor_json_on_fake_root(pyz: Path, tmp_path: Path, interp: str) -> Non
     assert bad.stderr.splitlines()[0].startswith("Error: artifacts: ISO ")
 
 
+def test_signature_check_bundled_without_python_gnupg(pyz: Path) -> None:
+    """The shared trust policy and the gpgv check ride along; the python-gnupg backends and the
+    streaming verifier (and anything importing gnupg) stay out."""
+    z = zipfile.ZipFile(pyz)
+    names = set(z.namelist())
+    assert {"nestos_installer/signature/policy.py", "nestos_installer/signature/gpgv.py"} <= names
+    for left_out in ("gpg", "sqv", "verifier", "backend"):
+        assert f"nestos_installer/signature/{left_out}.py" not in names
+    assert not [n for n in names if n.endswith(".py") and b"import gnupg" in z.read(n)]
+
+
+def _keyed_pyz(pyz: Path, key: GpgKey, out: Path) -> Path:
+    """A copy of the zipapp that ships `key` in nestos_installer/keys/, as a release would."""
+    shutil.copyfile(pyz, out)
+    with zipfile.ZipFile(out, "a") as z:
+        z.writestr("nestos_installer/keys/shipped.asc", key.public.read_bytes())
+    return out
+
+
+def test_shipped_key_inside_the_zipapp_verifies(pyz: Path, tmp_path: Path) -> None:
+    """A key shipped in nestos_installer/keys/ is read from inside the zipapp (no --keyring),
+    and the bundled gpgv check accepts the PXE files it signed."""
+    require_tools("cpio", "gpg", "gpgv")
+    build_host(tmp_path / "root")
+    files = build_pxe(tmp_path / "pxe")
+    signer = GpgKey.generate(tmp_path / "key", "shipped")
+    try:
+        for p in files.values():
+            signer.sign(p)
+        keyed = _keyed_pyz(pyz, signer, tmp_path / "keyed.pyz")
+        ign = tmp_path / "u.ign"
+        ign.write_text('{"ignition":{"version":"3.3.0"}}')
+        argv = [python3(), "-I", "-S", str(keyed), "--root", str(tmp_path / "root"), "convert"]
+        argv += ["--yes", "--build-only", "--pxe", str(tmp_path / "pxe"), "-i", str(ign)]
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
+    finally:
+        signer.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("kernel", "initramfs", "rootfs"):
+        assert f"{name}: good signature from {signer.fingerprint}" in proc.stdout
+
+
+CHECK = """
+import sys
+sys.path.insert(0, sys.argv[3])  # the zipapp, as its own __main__ would see it
+from pathlib import Path
+from nestos_installer.errors import BadSignature
+from nestos_installer.signature.gpgv import GpgvVerifier
+from nestos_installer.signature.policy import Keyring
+data, sig = Path(sys.argv[1]), Path(sys.argv[2])
+ring = Keyring.default(system_dir=None)
+print([p.name for p in ring.files])
+print(GpgvVerifier(ring.read()).verify(data, sig).fingerprint)
+data.write_bytes(data.read_bytes() + b"!")
+try:
+    GpgvVerifier(ring.read()).verify(data, sig)
+except BadSignature as e:
+    print(e)
+"""
+
+
+def test_bundled_signature_check_on_python37(pyz: Path, tmp_path: Path) -> None:
+    """The shared policy and the gpgv check, as bundled, on the oldest CPython they support."""
+    require_tools("gpg", "gpgv")
+    old = pyenv_python("3.7")
+    require(old is not None, "needs a CPython 3.7 (pyenv's versions folder)")
+    signer = GpgKey.generate(tmp_path / "key", "shipped")
+    try:
+        data = tmp_path / "live.iso"
+        data.write_bytes(b"NestOS live" * 1000)
+        sig = signer.sign(data)
+        keyed = _keyed_pyz(pyz, signer, tmp_path / "keyed.pyz")
+        proc = subprocess.run(
+            [str(old), "-I", "-S", "-c", CHECK, str(data), str(sig), str(keyed)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        signer.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "['shipped.asc']",
+        signer.fingerprint,
+        "live.iso: bad signature (the data was modified)",
+    ]
+
+
 OLD_HOST = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
@@ -152,8 +238,7 @@ except OutputExists as e:
 
 def test_shared_modules_run_on_the_oldest_python(pyz: Path, tmp_path: Path) -> None:
     """Stream loading and outputs, as bundled, on Python 3.7 (openEuler 20.03, Debian 10)."""
-    found = sorted(Path.home().glob(".pyenv/versions/3.7.*/bin/python3.7"))
-    interp = str(found[0]) if found else shutil.which("python3.7")
+    interp = pyenv_python("3.7") or shutil.which("python3.7")
     require(interp is not None, "needs a Python 3.7 interpreter")
     proc = subprocess.run(
         [str(interp), "-I", "-S", "-c", OLD_HOST, str(pyz), str(tmp_path)],

@@ -23,11 +23,10 @@ from helpers.gpgkeys import TestKey
 from nestos_installer.errors import BadSignature, HashMismatch, UsageError, VerificationError
 from nestos_installer.pipeline.decompress import decompressed
 from nestos_installer.pipeline.readers import BytesReader, TeeReader, read_all
-from nestos_installer.verify import (
+from nestos_installer.signature.policy import Keyring, VerifiedSignature
+from nestos_installer.signature.verifier import (
     VERIFIER_ENV,
-    Keyring,
     SignatureVerifier,
-    VerifiedSignature,
     choose_backend,
     verify_bytes,
 )
@@ -312,7 +311,7 @@ SHA512_ABC = hashlib.sha512(b"abc").hexdigest()
     ],
 )
 def test_ignition_hash_parse_errors(spec: str, message: str) -> None:
-    from nestos_installer.verify import IgnitionHash
+    from nestos_installer.ignition import IgnitionHash
 
     with pytest.raises(UsageError) as info:
         IgnitionHash.parse(spec)
@@ -320,7 +319,7 @@ def test_ignition_hash_parse_errors(spec: str, message: str) -> None:
 
 
 def test_ignition_hash_verify() -> None:
-    from nestos_installer.verify import IgnitionHash
+    from nestos_installer.ignition import IgnitionHash
 
     h = IgnitionHash.parse("sha512-" + SHA512_ABC.upper())
     assert h.algorithm == "sha512" and str(h) == "sha512-" + SHA512_ABC

@@ -16,9 +16,9 @@ from nestos_installer.download import host_architecture
 from nestos_installer.errors import UsageError
 from nestos_installer.fetch import FetchRetries
 from nestos_installer.gpt import PartitionFilter
+from nestos_installer.ignition import IgnitionHash
 from nestos_installer.install import DEFAULT_NETWORK_DIR, InstallConfig, describe, install
 from nestos_installer.pipeline.progress import ProgressMode
-from nestos_installer.verify import IgnitionHash
 
 _ADV = "Advanced: "
 
