@@ -33,6 +33,12 @@ class ConfigError(UsageError):
     """A config file (YAML, Ignition, installer config) that cannot be used."""
 
 
+class InputRefused(NestosError):
+    """Well-formed options, but the input does not allow what was asked: an image already
+    customized, kargs or an initramfs too large for its area, a feature the image lacks, an
+    Ignition config that does not parse. A run-time failure (exit 1), not a usage error."""
+
+
 class VerificationError(NestosError):
     """Something we were asked to trust did not check out."""
 

@@ -29,7 +29,7 @@ def package_dir(name: str) -> Path:
 
 PACKAGES = {name: package_dir(name) for name in ("x2nestos", "nestos_installer", "nestos_stream")}
 OPTIONAL = {"nestos_stream"}  # imported lazily with a fallback; bundled only if stdlib-only
-THIRD_PARTY_OK = {"yaml"}  # imported lazily inside try/except ImportError
+THIRD_PARTY_OK = {"yaml", "pycdlib"}  # imported lazily inside try/except ImportError
 DATA = {"nestos_installer": ["keys/*.asc", "keys/README"]}
 MAIN = "from x2nestos.cli import main\n\nmain()\n"
 EPOCH = (2020, 1, 1, 0, 0, 0)

@@ -14,10 +14,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO, List, Optional, Tuple
 
-from nestos_installer.errors import ImageFormatError, UsageError
+from nestos_installer.errors import ImageFormatError, InputRefused, UsageError
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import LiveIso
 from nestos_installer.live.iso9660 import SECTOR, IsoImage
+from nestos_installer.live.metadata import load_object
 
 MAGIC = b"MINISO\0\0"
 VERSION = 1
@@ -136,10 +137,12 @@ def pack(full_path: str, minimal_path: str, app_version: str = "0.20.0") -> byte
 def unpack(data: MinisoData, full: BinaryIO, full_size: int, out: BinaryIO) -> None:
     """Rebuild the minimal ISO into `out`; the sha256 must match the stored digest."""
     dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    try:
-        packed = dec.decompress(data.packed)
+    try:  # the minimal ISO is smaller than the full one: bound what a hostile xz may expand to
+        packed = dec.decompress(data.packed, max_length=full_size + 1)
     except lzma.LZMAError as e:
         raise ImageFormatError("decompressing MINISO.DAT") from e
+    if len(packed) > full_size:
+        raise ImageFormatError("MINISO.DAT expands to more than the ISO image")
     h = hashlib.sha256()
     pos = 0  # output position
     ppos = 0  # position in packed bytes
@@ -191,7 +194,7 @@ def _edit_minimal(path: str, rootfs_url: Optional[str]) -> None:
             jpath = iso.kargs_json_path()
             if jpath is not None:
                 jf = iso.iso.lookup(jpath)
-                obj = json.loads(iso.iso.read(jpath))
+                obj = load_object(iso.iso.read(jpath, 1 << 20), "kargs.json")
                 obj["default"] = new
                 text = json.dumps(obj, indent=2).encode()
                 if len(text) > jf.length:
@@ -218,15 +221,15 @@ def extract_minimal_iso(
         try:
             raw = iso.miniso_data()
             if raw is None:
-                raise UsageError("This ISO image does not support extracting a minimal ISO.")
+                raise InputRefused("This ISO image does not support extracting a minimal ISO.")
             if iso.is_customized():
-                raise UsageError(CUSTOMIZED)
+                raise InputRefused(CUSTOMIZED)
             data = decode(raw)
             if output_rootfs is not None:
                 f = iso.iso.lookup("IMAGES/PXEBOOT/ROOTFS.IMG")
                 fd = os.open(output_rootfs, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 with os.fdopen(fd, "wb") as out:
-                    outputs._copy_range(fp, out, f.offset, f.offset + f.length)
+                    iso.iso.copy_file(f, out)
             directory = None if output == "-" else os.path.dirname(os.path.abspath(output))
             if output != "-" and os.path.lexists(output):
                 raise FileExistsError(17, "File exists", output)
