@@ -97,9 +97,10 @@ def test_s390x_root_dotdot_00(isos):
         ]
 
 
-def test_rock_ridge_name_resolves_truncated_dir(isos):
+@pytest.mark.parametrize("use_pycdlib", [True, False])
+def test_rock_ridge_name_resolves_truncated_dir(isos, use_pycdlib):
     with open(isos["nestos"], "rb") as fp:
-        img = IsoImage(fp)
+        img = IsoImage(fp, pycdlib=use_pycdlib)
         assert "EFI/OPENEULE/GRUB.CFG" in img.records()
         a = img.lookup("EFI/openEuler/grub.cfg")
         b = img.lookup("EFI/OPENEULE/GRUB.CFG")
