@@ -61,3 +61,5 @@ def test_edit_kargs_in_every_area_of_an_iso(karg_isos, layout):
     assert again.require_kargs().default == default
     with pytest.raises(InputRefused, match="kargs too large for area"):
         again.kargs_writes("x" * again.require_kargs().size)
+    with pytest.raises(InputRefused, match="not valid UTF-8"):
+        again.kargs_writes("x=\udcff")  # a non-UTF-8 argv byte, as Python decodes it
