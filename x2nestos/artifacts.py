@@ -1,14 +1,14 @@
 """The NestOS live kernel, initramfs and rootfs: found in a live ISO, a PXE directory or a
 stream, sized, identified by architecture and signature-checked before anything uses them.
-stdlib only: streams via nestos_installer.stream + urlfetch, files via outputs, ISOs via isofile,
-signature checks through nestos_installer.signature.gpgv.
+stdlib only: streams via nestos_installer.stream + urlfetch, files via outputs, ISOs via
+nestos_installer.live.iso9660 (metadata JSON through live.metadata), signature checks through
+nestos_installer.signature.gpgv.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import os
 import shutil
 import struct
@@ -24,11 +24,12 @@ from nestos_installer.errors import (
     NotFound,
     SignatureMissing,
 )
+from nestos_installer.live.iso9660 import IsoImage
+from nestos_installer.live.metadata import load_object
 from nestos_installer.outputs import TEMP_PREFIX, new_file
 from nestos_installer.signature.gpgv import GpgvVerifier
 from nestos_installer.stream import load_stream, select_artifacts
 from nestos_stream import DEFAULT_BASE_URL, Artifact
-from x2nestos.isofile import IsoImage
 from x2nestos.urlfetch import UrlFetcher
 
 ISO_PXE = {
@@ -81,7 +82,7 @@ class LiveArtifacts:
     def copy(self, name: str, out: BinaryIO) -> None:
         part = self.parts[name]
         if self.iso is not None and part.path is None:
-            with IsoImage(self.iso) as iso:
+            with IsoImage.open(self.iso) as iso:
                 iso.copy_to(ISO_PXE[name], out)
             return
         assert part.path is not None
@@ -134,30 +135,30 @@ def from_iso(iso_path: Path) -> LiveArtifacts:
     if not os.access(iso_path, os.R_OK):
         raise ImageFormatError(f"ISO {iso_path} is not readable")
     parts: Dict[str, Part] = {}
-    with IsoImage(iso_path) as iso:
+    with IsoImage.open(iso_path) as iso:
         for name, inner in ISO_PXE.items():
-            hit = iso.lookup(inner)
-            if hit is None or hit[2]:
+            hit = iso.get(inner)
+            if hit is None or hit.is_dir:
                 if name == "rootfs":
                     continue
                 raise ImageFormatError(
                     f"ISO {iso_path} has no /{inner}; not a NestOS live ISO with PXE files"
                 )
-            parts[name] = Part(name, hit[1], f"ISO:/{inner}")
+            parts[name] = Part(name, hit.length, f"ISO:/{inner}")
         head = iso.head(ISO_PXE["kernel"], 4096)
         kargs = list(DEFAULT_LIVE_KARGS)
         prefix, source, features = "nestos", "assumed", None
         for gen in ("nestos", "coreos"):  # the ISO's metadata directory names the generation
-            hit = iso.lookup(gen)
-            if hit is None or not hit[2]:
+            hit = iso.get(gen)
+            if hit is None or not hit.is_dir:
                 continue
             prefix, source = gen, f"/{gen.upper()} directory of the ISO"
-            if iso.lookup(f"{gen}/kargs.json") is not None:
+            if iso.exists(f"{gen}/kargs.json"):
                 kargs = _clean_kargs(
-                    str(_json(iso.read(f"{gen}/kargs.json"), iso_path).get("default", ""))
+                    str(_json(iso.read(f"{gen}/kargs.json", 1 << 20), iso_path).get("default", ""))
                 )
-            if iso.lookup(f"{gen}/features.json") is not None:
-                features = _json(iso.read(f"{gen}/features.json"), iso_path)
+            if iso.exists(f"{gen}/features.json"):
+                features = _json(iso.read(f"{gen}/features.json", 1 << 20), iso_path)
             break
     return LiveArtifacts(
         SourceKind.ISO,
@@ -173,13 +174,7 @@ def from_iso(iso_path: Path) -> LiveArtifacts:
 
 
 def _json(data: bytes, where: object) -> Dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise ImageFormatError(f"parsing live image metadata in {where}") from e
-    if not isinstance(doc, dict):
-        raise ImageFormatError(f"live image metadata in {where} is not a JSON object")
-    return doc
+    return load_object(data, f"live image metadata in {where}")
 
 
 MAX_SCANNED_INITRD = 512 << 20

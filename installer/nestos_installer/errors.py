@@ -29,8 +29,15 @@ class UsageError(NestosError):
     exit_code = 2
 
 
-class ConfigError(UsageError):
-    """A config file (YAML, Ignition, installer config) that cannot be used."""
+class InputRefused(NestosError):
+    """Well-formed options, but the input does not allow what was asked: an image already
+    customized, kargs or an initramfs too large for its area, a feature the image lacks, an
+    Ignition config that does not parse. A run-time failure (exit 1), not a usage error."""
+
+
+class ConfigError(InputRefused):
+    """A config file (YAML, Ignition, installer config, CA bundle) whose content cannot be used:
+    a run-time failure (exit 1), like upstream's, not a usage error."""
 
 
 class VerificationError(NestosError):

@@ -28,7 +28,7 @@ def package_dir(name: str) -> Path:
 
 
 PACKAGES = {name: package_dir(name) for name in ("x2nestos", "nestos_installer", "nestos_stream")}
-THIRD_PARTY_OK = {"yaml"}  # imported lazily inside try/except ImportError
+THIRD_PARTY_OK = {"yaml", "pycdlib"}  # imported lazily inside try/except ImportError
 DATA = {"nestos_installer": ["keys/*.asc", "keys/README"]}
 MAIN = "from x2nestos.cli import main\n\nmain()\n"
 EPOCH = (2020, 1, 1, 0, 0, 0)

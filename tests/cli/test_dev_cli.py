@@ -73,19 +73,25 @@ def test_extract_traversal(initrds, tmp_path, name, member):
     assert list(tmp_path.rglob("f")) == [] and list(d.iterdir()) == []
 
 
-def test_show_iso(tmp_path):
+@pytest.mark.parametrize("layout", ["nestos", "s390x-00"])
+def test_show_iso(tmp_path, layout):
     require_tools("xorriso")
-    iso = build("nestos", str(tmp_path))
+    iso = build(layout, str(tmp_path))
     doc = json.loads(ni("dev", "show", "iso", iso).stdout)
     primary = doc["header"]["descriptors"][0]
     assert primary["type"] == "primary" and primary["volume_id"] == "nestos-fixture"
     assert primary["root"]["name"] == "." and primary["volume_space_size"] * 2048 <= __import__(
         "os"
     ).path.getsize(iso)
-    assert "EFI/OPENEULE/GRUB.CFG" in doc["records"] and "NESTOS/KARGS.JSO" in doc["records"]
+    meta = "NESTOS" if layout == "nestos" else "COREOS"
+    assert f"{meta}/KARGS.JSO" in doc["records"] and "IMAGES/PXEBOOT/VMLINUZ" in doc["records"]
+    if layout == "nestos":
+        assert "EFI/OPENEULE/GRUB.CFG" in doc["records"]
     ign = json.loads(ni("dev", "show", "iso", "--ignition", iso).stdout)
-    assert ign["length"] == 262144 and ign["offset"] % 2048 == 0
+    assert ign["length"] == 262144 and ign["offset"] % 2048 == (0 if layout == "nestos" else 1024)
     kargs = json.loads(ni("dev", "show", "iso", "--kargs", iso).stdout)
-    assert kargs["length"] == 1139 and len(kargs["kargs"]) == 2
-    assert "nestos.liveiso=nestos-fixture" in kargs["default"]
-    ni("dev", "show", "iso", "--ignition", "--kargs", iso, ok=False)
+    assert kargs["length"] == (1139 if layout == "nestos" else 896)
+    assert len(kargs["kargs"]) == (2 if layout == "nestos" else 1)
+    assert f"{meta.lower()}.liveiso=nestos-fixture" in kargs["default"]
+    e = ni("dev", "show", "iso", "--ignition", "--kargs", iso, ok=False)
+    assert e.returncode == 2  # a usage error

@@ -19,9 +19,10 @@ from helpers.tools import NESTOS_INSTALLER
 NI = NESTOS_INSTALLER
 CONFIG = b'{"ignition": {"version": "3.0.0"}\n'  # deliberately not valid JSON
 # one of each area-finding path: coreiso-era IGNITION.IMG, legacy coreKarg, igninfo (s390x
-# cdboot.img offset/length) and the NestOS layout; unit tests cover the rest
-EMBEDDABLE = ["2020-09", "2021-01", "s390x", "nestos"]
-WITH_KARGS = ["2021-01", "s390x", "nestos"]
+# cdboot.img offset/length, also with the 0x00 root `..` pycdlib refuses) and the NestOS layout;
+# unit tests cover the rest
+EMBEDDABLE = ["2020-09", "2021-01", "s390x", "s390x-00", "nestos"]
+WITH_KARGS = ["2021-01", "s390x", "s390x-00", "nestos"]
 
 
 def ni(*args, input=None, ok=True, cwd=None):
@@ -30,7 +31,7 @@ def ni(*args, input=None, ok=True, cwd=None):
     )
     if ok and p.returncode != 0:
         raise AssertionError(f"{args} failed: {p.stderr.decode()}")
-    if not ok and p.returncode == 0:
+    if ok is False and p.returncode == 0:
         raise AssertionError(f"{args} unexpectedly succeeded")
     return p
 
@@ -155,7 +156,7 @@ def test_zeroed_legacy_karg_header_keeps_ignition_working(iso):
     assert b"No karg embed areas found" in ni("iso", "kargs", "show", p, ok=False).stderr
 
 
-@pytest.mark.parametrize("layout", ["2021-12", "nestos"])
+@pytest.mark.parametrize("layout", ["2021-12", "s390x-00", "nestos"])
 def test_network_embed_extract_remove(iso, tmp_path, layout):
     p = iso(layout)
     orig = sha(p)
@@ -252,24 +253,31 @@ def test_reset(iso):
     assert sha(p) == orig
 
 
-def test_extract_pxe(iso, tmp_path):
-    p = iso("nestos")
-    out = tmp_path / "pxe"
-    out.mkdir()
+@pytest.mark.parametrize("layout", ["nestos", "s390x-00"])
+def test_extract_pxe(iso, tmp_path, layout):
+    p = iso(layout)
+    out = tmp_path / "new" / "pxe"  # created, as upstream does
     names = ni("iso", "extract", "pxe", "-o", out, p).stdout.decode().split()
     assert sorted(os.path.basename(n) for n in names) == [
-        "nestos-initrd.img",
-        "nestos-rootfs.img",
-        "nestos-vmlinuz",
+        f"{layout}-initrd.img",
+        f"{layout}-rootfs.img",
+        f"{layout}-vmlinuz",
     ]
-    assert (out / "nestos-rootfs.img").stat().st_size == 50000
+    assert (out / f"{layout}-rootfs.img").stat().st_size == 50000
+    with open(p, "rb") as f:
+        data = f.read()
+    assert (out / f"{layout}-vmlinuz").read_bytes() in data  # copied out of the image
     assert (
         b"already exists; remove it or choose another name"
         in ni("iso", "extract", "pxe", "-o", out, p, ok=False).stderr
     )
+    ni("iso", "extract", "pxe", p, cwd=tmp_path)  # default: the current directory
+    assert (tmp_path / f"{layout}-initrd.img").read_bytes() == (
+        out / f"{layout}-initrd.img"
+    ).read_bytes()
 
 
-@pytest.mark.parametrize("layout", ["2021-12", "nestos"])
+@pytest.mark.parametrize("layout", ["2021-12", "s390x-00", "nestos"])
 def test_extract_minimal_iso(iso, tmp_path, layout):
     p = iso(layout)
     prefix = "nestos" if layout == "nestos" else "coreos"
@@ -337,3 +345,102 @@ def test_help_fits_80_columns():
                     ctx = click.Context(ctx.command.commands[part], parent=ctx, info_name=part)
                 text = cmd.get_help(ctx)
             assert max(len(line) for line in text.splitlines()) <= 80, path
+
+
+def test_exit_codes(iso, tmp_path):
+    """Run-time refusals exit 1 (as upstream); only usage errors exit 2."""
+    p = iso("nestos")
+    ni("iso", "ignition", "embed", p, input=CONFIG)
+    e = ni("iso", "ignition", "embed", p, input=CONFIG, ok=False)
+    assert e.returncode == 1 and b"already has an embedded Ignition config" in e.stderr
+    e = ni("iso", "customize", "--dest-device", "/dev/sda", p, ok=False)
+    assert e.returncode == 1 and b"This ISO image is already customized" in e.stderr
+    ni("iso", "reset", p)
+    e = ni("iso", "kargs", "modify", "-a", "x" * 2000, p, ok=False)
+    assert e.returncode == 1 and b"kargs too large for area" in e.stderr
+    e = ni("iso", "ignition", "embed", p, input=os.urandom(300000), ok=False)
+    assert e.returncode == 1 and b"Compressed initramfs is too large" in e.stderr
+    bad = tmp_path / "bad.ign"
+    bad.write_bytes(b'{"ignition": ')
+    e = ni("iso", "customize", "--dest-ignition", bad, p, ok=False)
+    assert e.returncode == 1 and f"parsing Ignition config {bad}".encode() in e.stderr
+    e = ni("iso", "network", "embed", "-k", bad, iso("2021-09"), ok=False)
+    assert e.returncode == 1 and b"does not support customizing network settings" in e.stderr
+    e = ni("iso", "extract", "minimal-iso", iso("2021-09"), tmp_path / "m", ok=False)
+    assert e.returncode == 1 and b"does not support extracting a minimal ISO" in e.stderr
+    # usage errors keep exit 2
+    e = ni("iso", "kargs", "modify", "-r", "nonsense", p, ok=False)
+    assert e.returncode == 2 and b"Wrong input, format should be: KEY=OLD=NEW" in e.stderr
+    e = ni("dev", "show", "iso", "--ignition", "--kargs", p, ok=False)
+    assert e.returncode == 2 and b"mutually exclusive" in e.stderr
+    assert ni("iso", "kargs", "modify", "--no-such-flag", p, ok=False).returncode == 2
+
+
+DEEP = b"[" * 100000
+GRUB = b'"path": "EFI/openEuler/grub.cfg"'
+# every iso/dev command that opens a live ISO
+COMMANDS = [
+    ["iso", "ignition", "show"],
+    ["iso", "ignition", "embed", "-i", "/dev/null", "-o", "-"],
+    ["iso", "ignition", "remove", "-o", "-"],
+    ["iso", "network", "embed", "-k", "/dev/null", "-o", "-"],
+    ["iso", "network", "extract"],
+    ["iso", "network", "remove", "-o", "-"],
+    ["iso", "kargs", "show"],
+    ["iso", "kargs", "modify", "-a", "x", "-o", "-"],
+    ["iso", "kargs", "reset", "-o", "-"],
+    ["iso", "customize", "--dest-device", "/dev/sda", "-o", "-"],
+    ["iso", "reset", "-o", "-"],
+    ["iso", "extract", "pxe", "-o", "pxe"],
+    ["iso", "extract", "minimal-iso"],  # to stdout
+    ["dev", "show", "iso", "--ignition"],
+]
+# commands that never need the Ignition area (so a bad igninfo.json does not stop them)
+NO_IGNINFO = {("kargs", "show"), ("kargs", "modify"), ("kargs", "reset"), ("extract", "pxe")}
+HOSTILE = {
+    "deep-features": ({"nestos/features.json": DEEP}, COMMANDS),
+    "deep-kargs": ({"nestos/kargs.json": DEEP}, COMMANDS),
+    "deep-igninfo": ({"nestos/igninfo.json": DEEP}, COMMANDS),
+    "surrogate-default": (
+        {"nestos/kargs.json": b'{"default": "\\ud800", "files": [], "size": 1139}'},
+        [["iso", "kargs", "show"], ["iso", "kargs", "show", "-d"]],
+    ),
+    "surrogate-pad": (
+        {
+            "nestos/kargs.json": b'{"default": "a", "size": 1139, "files": [{' + GRUB + b", "
+            b'"offset": 0, "pad": "\\udc00"}]}'
+        },
+        [["iso", "kargs", "show"], ["iso", "kargs", "modify", "-a", "x"]],
+    ),
+    "igninfo-outside": (
+        {
+            "nestos/igninfo.json": b'{"file": "images/ignition.img", '
+            b'"offset": 262000, "length": 999}'
+        },
+        [["iso", "ignition", "show"], ["dev", "show", "iso", "--ignition"]],
+    ),
+    "kargs-outside": (
+        {
+            "nestos/kargs.json": b'{"default": "a", "size": 1139, "files": [{' + GRUB + b", "
+            b'"offset": 18446744073709551615}]}'
+        },
+        [["iso", "kargs", "show"], ["iso", "ignition", "show"]],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_metadata_one_line_error(tmp_path, case):
+    """Hostile metadata in an ISO: a typed error (exit 1), never a traceback."""
+    require_tools("xorriso")
+    replace, commands = HOSTILE[case]
+    p = build("nestos", str(tmp_path), replace=replace)
+    for args in commands:
+        e = ni(*args, p, ok=None, cwd=tmp_path)
+        err = e.stderr.decode()
+        if case == "deep-igninfo" and tuple(args[1:3]) in NO_IGNINFO:
+            assert e.returncode == 0, (args, err)
+            continue
+        assert e.returncode == 1, (args, err)
+        assert err.startswith("Error: ") and "Traceback" not in err, (args, err)
+        assert len(err.splitlines()) <= 5, (args, err)

@@ -30,7 +30,7 @@ def sha(path):
 def built(tmp_path_factory):
     require_tools("xorriso")
     d = str(tmp_path_factory.mktemp("isos"))
-    return {n: build(n, d) for n in ("nestos", "2021-09", "2020-09", "synthetic")}
+    return {n: build(n, d) for n in ("nestos", "s390x-00", "2021-09", "2020-09", "synthetic")}
 
 
 @pytest.fixture
@@ -40,9 +40,10 @@ def inputs(tmp_path):
     return tmp_path
 
 
-def test_customize_outputs_identical(built, inputs, tmp_path):
+@pytest.mark.parametrize("layout", ["nestos", "s390x-00"])
+def test_customize_outputs_identical(built, inputs, tmp_path, layout):
     p = tmp_path / "in.iso"
-    shutil.copyfile(built["nestos"], p)
+    shutil.copyfile(built[layout], p)
     orig = sha(p)
     args = [
         "iso",
@@ -70,6 +71,7 @@ def test_customize_outputs_identical(built, inputs, tmp_path):
     assert b"eth0.nmconnection" in ni("iso", "network", "extract", p).stdout
     e = ni(*args, p, ok=False)
     assert b"This ISO image is already customized; use -f to force." in e.stderr
+    assert e.returncode == 1  # a run-time refusal, not a usage error
     assert (
         b"already exists; remove it or choose another name"
         in ni(*args, "-f", "-o", tmp_path / "out.iso", p, ok=False).stderr
@@ -118,7 +120,10 @@ def test_customize_errors(built, inputs, tmp_path):
     n_orig = sha(p)
     e = ni("iso", "customize", "--dest-ignition", bad, p, ok=False)
     assert f"parsing Ignition config {bad}".encode() in e.stderr
-    assert b"unsupported config version" in e.stderr
+    assert b"unsupported config version" in e.stderr and e.returncode == 1
+    bad.write_bytes(b"[" * 100000)  # too deep for json: still one typed error
+    e = ni("iso", "customize", "--live-ignition", bad, p, ok=False)
+    assert e.returncode == 1 and e.stderr.startswith(b"Error: parsing Ignition config ")
     pem = inputs / "bad.pem"
     pem.write_bytes(b"not a certificate\n")
     e = ni("iso", "customize", "--ignition-ca", pem, p, ok=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.hostfacts.hosttree import GpgKey, build_host, build_pxe
+from fixtures.iso import gen_isos
 from helpers.capabilities import require, require_tools
 from helpers.tools import pyenv_python
 
@@ -253,3 +254,32 @@ def test_shared_modules_run_on_the_oldest_python(pyz: Path, tmp_path: Path) -> N
         "http://m/k.sig?x=1",
         f"{tmp_path / 'out'} already exists; remove it or choose another name",
     ]
+
+
+@pytest.mark.parametrize("interp", interpreters())
+def test_reads_live_iso_without_pycdlib(pyz: Path, tmp_path: Path, interp: str) -> None:
+    """The zipapp reads ISOs with the directory-record reader (no pycdlib, no xorriso at run
+    time), including the s390x layout whose root `..` record pycdlib refuses."""
+    require_tools("xorriso")
+    build_host(tmp_path / "root")
+    iso = gen_isos.build("s390x-00", str(tmp_path))
+    ign = tmp_path / "u.ign"
+    ign.write_text('{"ignition":{"version":"3.3.0"}}')
+    proc = subprocess.run(
+        [interp, "-I", "-S", str(pyz), "--root", str(tmp_path / "root")]
+        + ["doctor", "--json", "--iso", iso, "-i", str(ign)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    art = json.loads(proc.stdout)["artifacts"]
+    assert {n: p["size"] for n, p in art["parts"].items()} == {
+        "kernel": 30000,
+        "initramfs": 40000,
+        "rootfs": 50000,
+    }
+    assert art["generation"] == {"prefix": "coreos", "from": "/COREOS directory of the ISO"}
+    assert art["features"] == {"installer-config": True, "live-initrd-network": True}
+    assert "ignition.firstboot" in art["live-kargs"]

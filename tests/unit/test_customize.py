@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from helpers.capabilities import require_tools
-from nestos_installer.errors import ConfigError, UsageError
+from nestos_installer.errors import InputRefused
 from nestos_installer.live.customize import CustomizeOptions, build, resource
-from nestos_installer.live.embed import Features
+from nestos_installer.live.metadata import Features
 
 ALL = Features(installer_config=True, directives={"console": True}, live_initrd_network=True)
 
@@ -109,11 +109,11 @@ def test_duplicates(files, tmp_path):
     a = files("s.sh", "a")
     b = files("d/s.sh", "b")
     with pytest.raises(
-        UsageError, match="config already specifies path /usr/local/bin/pre-install-s.sh"
+        InputRefused, match="config already specifies path /usr/local/bin/pre-install-s.sh"
     ):
         build(CustomizeOptions(pre_install=(a, b)), ALL, "iso")
     k1, k2 = files("k", "1"), files("d/k", "2")
-    with pytest.raises(UsageError, match="config already specifies keyfile k"):
+    with pytest.raises(InputRefused, match="config already specifies keyfile k"):
         build(CustomizeOptions(network_keyfile=(k1, k2)), ALL, "iso")
 
 
@@ -135,7 +135,7 @@ def test_feature_gates(files, features, opts, msg):
         k: tuple(files(v[0], "append-karg: [x]\n") for _ in (0,)) if isinstance(v, tuple) else v
         for k, v in opts.items()
     }
-    with pytest.raises(UsageError, match=f"This OS image does not support {msg}."):
+    with pytest.raises(InputRefused, match=f"This OS image does not support {msg}."):
         build(CustomizeOptions(**real), features, "iso")
 
 
@@ -145,17 +145,19 @@ def test_feature_gates(files, features, opts, msg):
         '{"ignition": {"version": "2.2.0"}}',
         "not json",
         '{"ignition": {"version": "3.6.0-experimental"}}',
+        "[" * 100000,  # RecursionError in json, refused as bad input
     ],
 )
 def test_bad_ignition(files, content):
     p = files("bad.ign", content)
-    with pytest.raises(ConfigError, match=f"parsing Ignition config {p}"):
+    with pytest.raises(InputRefused, match=f"parsing Ignition config {p}"):
         build(CustomizeOptions(dest_ignition=(p,)), ALL, "iso")
 
 
-def test_bad_installer_config(files):
-    p = files("bad.yaml", "no-such-key: 1\n")
-    with pytest.raises(ConfigError, match=f"parsing installer config {p}"):
+@pytest.mark.parametrize("content", ["no-such-key: 1\n", "[" * 100000])
+def test_bad_installer_config(files, content):
+    p = files("bad.yaml", content)
+    with pytest.raises(InputRefused, match=f"parsing installer config {p}"):
         build(CustomizeOptions(installer_config=(p,)), ALL, "iso")
 
 
@@ -202,7 +204,7 @@ def test_ca_and_multiple_dest_configs(files, tmp_path):
     assert len(dest["ignition"]["config"]["merge"]) == 2
     assert len(dest["ignition"]["security"]["tls"]["certificateAuthorities"]) == 1
     bad = files("bad.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-    with pytest.raises(ConfigError, match="CA certificate"):
+    with pytest.raises(InputRefused, match="CA certificate"):
         build(CustomizeOptions(ignition_ca=(bad,)), ALL, "iso")
 
 

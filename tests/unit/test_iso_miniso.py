@@ -1,4 +1,5 @@
-"""MINISO.DAT bincode encoding and unpacking, including hostile tables."""
+"""MINISO.DAT bincode encoding and unpacking, including hostile tables, arbitrary bytes and
+the MINISO.DAT of real fixture ISOs (the s390x-00 one read by the directory-record reader)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import io
 import lzma
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fixtures.iso.gen_isos import build
+from helpers.capabilities import require_tools
+from helpers.fuzz import FUZZ, edits, mutate
 from nestos_installer.errors import ImageFormatError
+from nestos_installer.live.embed import LiveIso
+from nestos_installer.live.iso9660 import IsoImage
 from nestos_installer.live.miniso import Entry, MinisoData, decode, encode, unpack
 
 
@@ -62,3 +70,69 @@ def test_hostile_tables(table):
     d = MinisoData("x", tuple(table), bytes(32), lzma.compress(bytes(4096), check=lzma.CHECK_CRC32))
     with pytest.raises(ImageFormatError):
         unpack(d, io.BytesIO(full), len(full), io.BytesIO())
+
+
+def test_decompression_bomb_refused():
+    """MINISO.DAT that expands to more than the full ISO is refused before it is all in memory."""
+    full = bytes(8192)
+    bomb = lzma.compress(bytes(1 << 20), check=lzma.CHECK_CRC32)
+    with pytest.raises(ImageFormatError, match="expands to more than the ISO image"):
+        unpack(MinisoData("x", (), bytes(32), bomb), io.BytesIO(full), len(full), io.BytesIO())
+
+
+@pytest.mark.parametrize("layout", ["2021-12", "s390x-00", "nestos"])
+def test_unpack_fixture_minimal_iso(tmp_path, layout):
+    require_tools("xorriso")
+    path = build(layout, str(tmp_path))
+    with open(path, "rb") as fp:
+        iso = LiveIso(fp)
+        raw = iso.miniso_data()
+        assert raw is not None
+        data = decode(raw)
+        assert data.table and all(e.length > 0 for e in data.table)
+        out = io.BytesIO()
+        unpack(data, fp, iso.size, out)  # checks the sha256 of the result
+    minimal = IsoImage(io.BytesIO(out.getvalue()))
+    assert minimal.reader == ("records" if layout == "s390x-00" else "pycdlib")
+    assert minimal.exists("images/pxeboot/vmlinuz") and not minimal.exists(
+        "images/pxeboot/rootfs.img"
+    )
+
+
+GOOD = encode(
+    MinisoData(
+        "0.20.0",
+        (Entry(1, 3, 2048), Entry(3, 1, 4096)),
+        bytes(32),
+        lzma.compress(b"x" * 5000, check=lzma.CHECK_CRC32),
+    )
+)
+
+
+def _decode_clean(raw: bytes):
+    try:
+        return decode(raw)
+    except ImageFormatError:
+        return None
+
+
+@FUZZ
+@given(raw=st.binary(max_size=512))
+def test_decode_arbitrary_bytes(raw):
+    _decode_clean(b"MINISO\0\0" + raw)
+    _decode_clean(raw)
+
+
+@FUZZ
+@given(changes=st.data())
+def test_mutated_miniso_unpacks_cleanly_or_refuses(changes):
+    data = _decode_clean(mutate(GOOD, changes.draw(edits(len(GOOD)))))
+    if data is None:
+        return
+    full = bytes(2048) + b"A" * 4096 + b"B" * 2048
+    out = io.BytesIO()
+    try:
+        unpack(data, io.BytesIO(full), len(full), out)
+    except ImageFormatError:
+        pass
+    assert len(out.getvalue()) <= 2 * len(full) + sum(e.length for e in data.table)

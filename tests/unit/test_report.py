@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from nestos_installer.errors import ConfigError, TargetError
+from nestos_installer.errors import ConfigError, TargetError, UsageError
 from nestos_installer.report import EXIT_INTERNAL, format_error, report
 
 
@@ -30,8 +30,9 @@ def test_oserror_reads_in_user_terms():
 
 def test_exit_codes_and_internal_errors():
     out = io.StringIO()
-    assert report(ConfigError("bad key 'x'"), out) == 2
-    assert out.getvalue() == "Error: bad key 'x'\n"
+    assert report(UsageError("give only one of -f and -u"), out) == 2
+    assert out.getvalue() == "Error: give only one of -f and -u\n"
+    assert report(ConfigError("bad key 'x'"), io.StringIO()) == 1  # a file's content: run time
     out = io.StringIO()
     assert report(FileExistsError(17, "File exists", "b.iso"), out) == 1
     assert out.getvalue() == "Error: File exists: b.iso\n"

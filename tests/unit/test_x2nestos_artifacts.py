@@ -1,5 +1,6 @@
-"""Live artifacts: ISO lookup checked against xorriso, PXE directories, kernel architecture,
-and detached signatures verified with gpgv against keys the test generates."""
+"""Live artifacts: ISO lookup checked against xorriso (with pycdlib and with the record reader the
+zipapp uses), PXE directories, kernel architecture, and detached signatures verified with gpgv
+against keys the test generates."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Iterator
 import pytest
 
 from fixtures.hostfacts.hosttree import GpgKey, build_iso, build_pxe, fake_kernel
+from fixtures.iso import gen_isos
 from helpers.capabilities import require_tools
 from nestos_installer.errors import (
     BadSignature,
@@ -19,8 +21,8 @@ from nestos_installer.errors import (
     NotFound,
     SignatureMissing,
 )
+from nestos_installer.live.iso9660 import IsoImage
 from x2nestos import artifacts
-from x2nestos.isofile import IsoImage
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,11 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpgKey]:
     k.close()
 
 
-def test_iso_lookup_matches_xorriso(iso: Path, tmp_path: Path) -> None:
-    with IsoImage(iso) as img:
+@pytest.mark.parametrize("use_pycdlib", [True, False])
+def test_iso_lookup_matches_xorriso(iso: Path, tmp_path: Path, use_pycdlib: bool) -> None:
+    with open(iso, "rb") as fp:
+        img = IsoImage(fp, str(iso), pycdlib=use_pycdlib)
+        assert img.reader == ("pycdlib" if use_pycdlib else "records")
         assert img.volume_id == "nestos-demo"
         for inner in artifacts.ISO_PXE.values():
             oracle = tmp_path / Path(inner).name
@@ -60,14 +65,16 @@ def test_iso_lookup_matches_xorriso(iso: Path, tmp_path: Path) -> None:
             buf = io.BytesIO()
             img.copy_to(inner, buf)
             assert buf.getvalue() == oracle.read_bytes()
-            mine = tmp_path / ("mine-" + oracle.name)
-            img.extract(inner, mine)
-            assert mine.read_bytes() == oracle.read_bytes()
-        assert img.lookup("IMAGES/PXEBOOT/VMLINUZ") is not None  # case-insensitive fallback
+            assert img.head(inner, 100) == oracle.read_bytes()[:100]
+        assert img.get("IMAGES/PXEBOOT/VMLINUZ") is not None  # case-insensitive fallback
         with pytest.raises(NotFound):
-            img.find("images/pxeboot/nothing")
-        with pytest.raises(ImageFormatError):
-            img.lookup("images/../etc")
+            img.lookup("images/pxeboot/nothing")
+        # `..` resolves inside the image (as upstream does), never outside it
+        assert img.get("images/../etc") is None
+        up = img.lookup("images/../images/pxeboot/vmlinuz")
+        assert up.offset == img.lookup("images/pxeboot/vmlinuz").offset
+        assert img.get("/".join(["images"] * 40)) is None  # deeper than any tree we read
+        img.close()
 
 
 def test_from_iso(iso: Path) -> None:
@@ -76,6 +83,41 @@ def test_from_iso(iso: Path) -> None:
     assert set(art.parts) == {"kernel", "initramfs", "rootfs"}
     assert art.parts["kernel"].size == len(fake_kernel())
     assert art.live_kargs == ["ignition.firstboot", "ignition.platform.id=metal"]
+
+
+@pytest.mark.parametrize("layout", ["s390x", "s390x-00", "nestos"])
+def test_from_iso_layouts(tmp_path: Path, layout: str) -> None:
+    """The live ISO layouts, including s390x's 0x00 root `..` that pycdlib refuses."""
+    require_tools("xorriso")
+    art = artifacts.from_iso(Path(gen_isos.build(layout, str(tmp_path))))
+    sizes = {n: p.size for n, p in art.parts.items()}
+    assert sizes == {"kernel": 30000, "initramfs": 40000, "rootfs": 50000}
+    prefix = "nestos" if layout == "nestos" else "coreos"
+    assert (art.prefix, art.prefix_source) == (prefix, f"/{prefix.upper()} directory of the ISO")
+    assert art.features is not None and art.features["live-initrd-network"] is True
+    assert art.live_kargs == [
+        "mitigations=auto,nosmt",
+        "ignition.firstboot",
+        "ignition.platform.id=metal",
+    ]
+    buf = io.BytesIO()
+    art.copy("rootfs", buf)
+    assert buf.getvalue() == gen_isos._blob("rootfs", 50000)
+
+
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("features.json", b"[" * 100000),
+        ("kargs.json", b'{"default": "\\ud800", "files": [], "size": 10}'),
+        ("kargs.json", b'"just a string"'),
+    ],
+)
+def test_from_iso_hostile_metadata(tmp_path: Path, name: str, data: bytes) -> None:
+    require_tools("xorriso")
+    iso = gen_isos.build("s390x-00", str(tmp_path), replace={f"coreos/{name}": data})
+    with pytest.raises(ImageFormatError, match="live image metadata"):
+        artifacts.from_iso(Path(iso))
 
 
 def test_iso_errors(tmp_path: Path) -> None:

@@ -17,11 +17,12 @@ from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
 import yaml
 
 from nestos_installer.cabundle import check_ca_bundle
-from nestos_installer.errors import ConfigError, ImageFormatError, NestosError, UsageError
+from nestos_installer.errors import ImageFormatError, InputRefused, NestosError, ToolMissing
 from nestos_installer.kargs import edit_kargs
 from nestos_installer.live import outputs
-from nestos_installer.live.embed import CONFIG_IGN, NETWORK_DIR, Features, LiveIso, network_files
+from nestos_installer.live.embed import CONFIG_IGN, NETWORK_DIR, LiveIso, network_files
 from nestos_installer.live.initrd import Initrd
+from nestos_installer.live.metadata import Features
 from nestos_installer.run import have_tool, run
 
 IGN_VERSION_RE = re.compile(r"^3\.[0-5]\.0$")
@@ -122,13 +123,15 @@ def parse_ignition(path: str) -> Dict[str, Any]:
         with open(path, "rb") as f:
             obj = json.loads(f.read())
         if not isinstance(obj, dict):
-            raise ConfigError("config is not a JSON object")
+            raise InputRefused("config is not a JSON object")
         ign = obj.get("ignition")
         version = ign.get("version") if isinstance(ign, dict) else None
         if not isinstance(version, str) or not IGN_VERSION_RE.match(version):
-            raise ConfigError("unsupported config version")
-    except (OSError, ValueError, ConfigError) as e:
-        raise ConfigError(f"parsing Ignition config {path}") from e
+            raise InputRefused("unsupported config version")
+    except RecursionError:
+        raise InputRefused(f"parsing Ignition config {path}: nested too deeply") from None
+    except (OSError, ValueError, InputRefused) as e:
+        raise InputRefused(f"parsing Ignition config {path}") from e
     return obj
 
 
@@ -140,26 +143,28 @@ def parse_installer_config(path: str) -> Tuple[bytes, Dict[str, Any]]:
         if obj is None:
             obj = {}
         if not isinstance(obj, dict):
-            raise ConfigError("config is not a YAML mapping")
+            raise InputRefused("config is not a YAML mapping")
         for k in obj:
             if k not in INSTALLER_KEYS:
-                raise ConfigError(f"unknown field `{k}`")
-    except (OSError, yaml.YAMLError, ConfigError) as e:
-        raise ConfigError(f"parsing installer config {path}") from e
+                raise InputRefused(f"unknown field `{k}`")
+    except RecursionError:
+        raise InputRefused(f"parsing installer config {path}: nested too deeply") from None
+    except (OSError, yaml.YAMLError, InputRefused) as e:
+        raise InputRefused(f"parsing installer config {path}") from e
     return raw, obj
 
 
 def nmstate_keyfiles(path: str) -> List[Tuple[str, bytes]]:
     """NetworkManager keyfiles generated from an nmstate document by `nmstatectl gc`."""
     if not have_tool("nmstatectl"):
-        raise UsageError("nmstate is not available; use --network-keyfile")
+        raise ToolMissing("nmstate is not available; use --network-keyfile")
     out = run(["nmstatectl", "gc", path], reason="convert nmstate to keyfiles").stdout
     try:
         doc = yaml.safe_load(out)
         pairs = doc["NetworkManager"]
         return [(str(name), str(text).encode()) for name, text in pairs]
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"parsing nmstate output for {path}") from e
+        raise InputRefused(f"parsing nmstate output for {path}") from e
 
 
 def _unit(kind: str, name: str, script: str, tool: str) -> str:
@@ -196,12 +201,12 @@ class _LiveConfig:
 
     def add_file(self, path: str, data: bytes, mode: int) -> None:
         if any(f["path"] == path for f in self.files):
-            raise UsageError(f"config already specifies path {path}")
+            raise InputRefused(f"config already specifies path {path}")
         self.files.append({"path": path, "contents": resource(data), "mode": mode})
 
     def add_unit(self, name: str, contents: str) -> None:
         if any(u["name"] == name for u in self.units):
-            raise UsageError(f"config already specifies unit {name}")
+            raise InputRefused(f"config already specifies unit {name}")
         self.units.append({"name": name, "contents": contents, "enabled": True})
 
     def empty(self) -> bool:
@@ -235,7 +240,7 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
     keyfiles = _network_keyfiles(opts, features)
     for name, data in keyfiles:
         if initrd.get(NETWORK_DIR + name) is not None:
-            raise UsageError(f"config already specifies keyfile {name}")
+            raise InputRefused(f"config already specifies keyfile {name}")
         initrd.add(NETWORK_DIR + name, data)
     cas = [check_ca_bundle(p) for p in opts.ignition_ca]
     live.cas.extend(resource(c) for c in cas)
@@ -262,7 +267,7 @@ def _dest_options(opts: CustomizeOptions, features: Features, msgs: List[str]) -
         inst["dest-device"] = opts.dest_device
     if opts.dest_console:
         if not features.console:
-            raise UsageError(NO_CONSOLE)
+            raise InputRefused(NO_CONSOLE)
         inst["console"] = list(opts.dest_console)
     if opts.dest_karg_append:
         inst["append-karg"] = list(opts.dest_karg_append)
@@ -279,12 +284,12 @@ def _network_keyfiles(opts: CustomizeOptions, features: Features) -> List[Tuple[
     keyfiles: List[Tuple[str, bytes]] = []
     for k in opts.network_keyfile:
         if not features.live_initrd_network:
-            raise UsageError(NO_NET)
+            raise InputRefused(NO_NET)
         with open(k, "rb") as f:
             keyfiles.append((os.path.basename(k), f.read()))
     for n in opts.network_nmstate:
         if not features.live_initrd_network:
-            raise UsageError(NO_NET)
+            raise InputRefused(NO_NET)
         keyfiles.extend(nmstate_keyfiles(n))
     return keyfiles
 
@@ -307,7 +312,7 @@ def _add_installer_configs(
     for counter, p in enumerate(opts.installer_config):
         raw, obj = parse_installer_config(p)
         if not features.installer_config:
-            raise UsageError(NO_INSTALLER)
+            raise InputRefused(NO_INSTALLER)
         live.add_file(f"{INSTALLER_D}/{counter:04d}-{os.path.basename(p)}", raw, 0o600)
         user_inst.append(obj)
     return user_inst
@@ -348,7 +353,7 @@ def _add_installer_yaml(
             inst["copy-network"] = True
     if inst:
         if not features.installer_config:
-            raise UsageError(NO_INSTALLER)
+            raise InputRefused(NO_INSTALLER)
         order = {k: i for i, k in enumerate(INSTALLER_KEYS)}
         ordered = dict(sorted(inst.items(), key=lambda kv: order[kv[0]]))
         text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False).encode()
@@ -366,9 +371,9 @@ def customize_iso(
         iso = LiveIso(fp)
         try:
             if not force and iso.is_customized():
-                raise UsageError(ALREADY)
+                raise InputRefused(ALREADY)
             if opts.live_kargs and iso.kargs is None:
-                raise UsageError(NO_LIVE_KARGS)
+                raise InputRefused(NO_LIVE_KARGS)
             res = build(opts, iso.features, "iso")
             writes = iso.initrd_writes(res.initrd)
             if opts.live_kargs and iso.kargs is not None:
@@ -397,7 +402,7 @@ def customize_pxe(
     if not any(current.get(s) is not None for s in LIVE_STAMPS):
         raise ImageFormatError("not a NestOS live initramfs image")
     if current.get(CONFIG_IGN) is not None or network_files(current):
-        raise UsageError("input is already customized")
+        raise InputRefused("input is already customized")
     feat_raw = next((current.get(p) for p in PXE_FEATURES if current.get(p) is not None), None)
     res = build(opts, Features.from_json(feat_raw), "pxe")
     if res.initrd.get(CONFIG_IGN) is not None:

@@ -1,19 +1,19 @@
 """Embed areas of a live ISO: the Ignition/initrd area, the karg areas and features.json.
 
-Imports `live.iso9660`, `live.initrd`, `errors`. Finds areas through NESTOS/ (then COREOS/)
-metadata or legacy headers, bounds-checks them, and turns edits into (offset, bytes) writes.
+Imports `live.iso9660`, `live.metadata`, `live.initrd`, `errors`. Finds areas through NESTOS/
+(then COREOS/) metadata or legacy headers, bounds-checks them, and turns edits into writes.
 """
 
 from __future__ import annotations
 
-import json
 import struct
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import BinaryIO, List, Optional, Tuple
 
-from nestos_installer.errors import ImageFormatError, NotFound, UsageError
+from nestos_installer.errors import ImageFormatError, InputRefused, NotFound
 from nestos_installer.live.initrd import Initrd
-from nestos_installer.live.iso9660 import IsoImage
+from nestos_installer.live.iso9660 import UNRECOGNIZED, IsoImage
+from nestos_installer.live.metadata import KARG_MAX, Features, IgnInfo, KargArea, KargsInfo
 
 META_DIRS = ("nestos", "coreos")
 NETWORK_DIR = "etc/nestos-firstboot-network/"
@@ -21,8 +21,6 @@ LEGACY_NETWORK_DIR = "etc/coreos-firstboot-network/"
 CONFIG_IGN = "config.ign"
 KARG_HEADER_OFFSET = 32672
 KARG_HEADER_LEN = 72
-KARG_MAX = 2048
-UNRECOGNIZED = "Unrecognized NestOS ISO image."
 NO_KARGS = "No karg embed areas found; old or corrupted NestOS ISO image."
 
 Write = Tuple[int, bytes]
@@ -32,69 +30,6 @@ Write = Tuple[int, bytes]
 class Region:
     offset: int
     length: int
-
-
-@dataclass(frozen=True)
-class Features:
-    """features.json: what customizations this OS image supports (missing file = none)."""
-
-    installer_config: bool = False
-    directives: Dict[str, bool] = field(default_factory=dict)
-    live_initrd_network: bool = False
-
-    @classmethod
-    def from_json(cls, data: Optional[bytes]) -> Features:
-        if data is None:
-            return cls()
-        try:
-            obj = json.loads(data)
-        except ValueError as e:
-            raise ImageFormatError("parsing features.json") from e
-        if not isinstance(obj, dict):
-            raise ImageFormatError("features.json is not a JSON object")
-        directives = obj.get("installer-config-directives") or {}
-        if not isinstance(directives, dict):
-            raise ImageFormatError("features.json: bad installer-config-directives")
-        return cls(
-            installer_config=obj.get("installer-config") is True,
-            directives={str(k): v is True for k, v in directives.items()},
-            live_initrd_network=obj.get("live-initrd-network") is True,
-        )
-
-    @property
-    def console(self) -> bool:
-        return self.directives.get("console", False)
-
-
-@dataclass(frozen=True)
-class KargArea:
-    offset: int
-    pad: bytes = b"#"
-    end: bytes = b"\n"
-
-
-@dataclass(frozen=True)
-class KargsInfo:
-    """Karg embed areas: all of length `size`, each holding the same kargs."""
-
-    size: int
-    default: str
-    areas: Tuple[KargArea, ...]
-
-    def to_json(self) -> Dict[str, Any]:
-        return {
-            "length": self.size,
-            "default": self.default,
-            "kargs": [
-                {
-                    "offset": a.offset,
-                    "length": self.size,
-                    "pad": a.pad.decode(),
-                    "end": a.end.decode(),
-                }
-                for a in self.areas
-            ],
-        }
 
 
 def _u64(b: bytes, off: int) -> int:
@@ -143,30 +78,18 @@ class LiveIso:
 
     def _find_initrd_area(self) -> Region:
         raw = self._meta("igninfo.json", "IGNINFO.JSO")
+        info = IgnInfo("images/ignition.img") if raw is None else IgnInfo.from_json(raw)
         try:
-            if raw is None:
-                f = self.iso.lookup("images/ignition.img")
-                return Region(f.offset, f.length)
-            info = json.loads(raw)
-            if not isinstance(info, dict) or not isinstance(info.get("file"), str):
-                raise ImageFormatError("igninfo.json has no file")
-            f = self.iso.lookup(info["file"])
+            f = self.iso.lookup(info.file)
         except NotFound as e:
             raise ImageFormatError(UNRECOGNIZED) from e
-        except ValueError as e:
-            raise ImageFormatError("parsing igninfo.json") from e
-        off = info.get("offset", 0)
-        length = info.get("length", f.length - off if isinstance(off, int) else 0)
-        if (
-            not isinstance(off, int)
-            or not isinstance(length, int)
-            or off < 0
-            or length < 0
-            or off + length > f.length
-        ):
-            raise ImageFormatError(f"igninfo.json area {off}+{length} is outside {info['file']}")
-        self._check(f.offset + off, length, "Ignition embed area")
-        return Region(f.offset + off, length)
+        length = f.length - info.offset if info.length is None else info.length
+        if length < 0 or info.offset + length > f.length:
+            raise ImageFormatError(
+                f"igninfo.json area {info.offset}+{length} is outside {info.file}"
+            )
+        self._check(f.offset + info.offset, length, "Ignition embed area")
+        return Region(f.offset + info.offset, length)
 
     def _find_kargs(self) -> Optional[KargsInfo]:
         raw = self._meta("kargs.json", "KARGS.JSO")
@@ -194,49 +117,22 @@ class LiveIso:
         return KargsInfo(size, default, tuple(areas))
 
     def _kargs_json(self, raw: bytes) -> Optional[KargsInfo]:
-        try:
-            obj = json.loads(raw)
-            size = obj["size"]
-            default = obj["default"]
-            files = obj["files"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ImageFormatError("parsing kargs.json") from e
-        if (
-            not isinstance(size, int)
-            or not isinstance(default, str)
-            or size < 0
-            or not isinstance(files, list)
-        ):
-            raise ImageFormatError("kargs.json has bad types")
-        if size > KARG_MAX:
-            raise ImageFormatError(f"karg embed area size larger than {KARG_MAX} (found {size})")
-        if len(default.encode()) > size:
-            raise ImageFormatError("default kargs longer than karg embed area")
+        info = KargsInfo.from_json(raw)
         areas = []
-        for entry in files:
-            if (
-                not isinstance(entry, dict)
-                or not isinstance(entry.get("path"), str)
-                or not isinstance(entry.get("offset"), int)
-                or entry["offset"] < 0
-            ):
-                raise ImageFormatError("kargs.json has a bad file entry")
+        for area in info.areas:
+            path = str(area.path)
             try:
-                f = self.iso.lookup(entry["path"])
+                f = self.iso.lookup(path)
             except NotFound as e:
-                raise ImageFormatError(f"karg file {entry['path']} not found") from e
-            if entry["offset"] + size > f.length:
-                raise ImageFormatError(f"karg area is outside {entry['path']}")
-            pad = str(entry.get("pad", "#")).encode()
-            end = str(entry.get("end", "\n")).encode()
-            if len(pad) != 1 or len(end) != 1:
-                raise ImageFormatError("kargs.json pad/end must be one byte")
-            off = f.offset + entry["offset"]
-            self._check(off, size, "karg embed area")
-            areas.append(KargArea(off, pad, end))
+                raise ImageFormatError(f"karg file {path} not found") from e
+            if area.offset + info.size > f.length:
+                raise ImageFormatError(f"karg area is outside {path}")
+            off = f.offset + area.offset
+            self._check(off, info.size, "karg embed area")
+            areas.append(KargArea(off, area.pad, area.end))
         if not areas:
             return None
-        return KargsInfo(size, default, tuple(areas))
+        return KargsInfo(info.size, info.default, tuple(areas))
 
     # ---- kargs -------------------------------------------------------------------------
     def require_kargs(self) -> KargsInfo:
@@ -267,9 +163,12 @@ class LiveIso:
 
     def kargs_writes(self, kargs: str) -> List[Write]:
         info = self.require_kargs()
-        k = kargs.strip().encode()
+        try:
+            k = kargs.strip().encode()
+        except UnicodeEncodeError as e:
+            raise InputRefused("kargs are not valid UTF-8") from e
         if len(k) >= info.size:
-            raise UsageError(f"kargs too large for area: {len(k) + 1} vs {info.size}")
+            raise InputRefused(f"kargs too large for area: {len(k) + 1} vs {info.size}")
         out = []
         for a in info.areas:
             body = k + a.end
@@ -294,7 +193,7 @@ class LiveIso:
             return [(area.offset, bytes(area.length))]
         data = initrd.to_xz()
         if len(data) > area.length:
-            raise UsageError(f"Compressed initramfs is too large: {len(data)} > {area.length}")
+            raise InputRefused(f"Compressed initramfs is too large: {len(data)} > {area.length}")
         return [(area.offset, data + bytes(area.length - len(data)))]
 
     def is_customized(self) -> bool:

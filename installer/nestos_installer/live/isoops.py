@@ -9,11 +9,12 @@ import os
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
 
-from nestos_installer.errors import ImageFormatError, NotFound, UsageError
+from nestos_installer.errors import ImageFormatError, InputRefused, NotFound
 from nestos_installer.kargs import edit_kargs
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import CONFIG_IGN, NETWORK_DIR, LiveIso, Write, network_files
 from nestos_installer.live.initrd import Initrd, extract
+from nestos_installer.live.iso9660 import UNRECOGNIZED
 from nestos_installer.outputs import new_file, write_file
 
 ALREADY_IGN = "This ISO image already has an embedded Ignition config; use -f to force."
@@ -43,7 +44,7 @@ def ignition_embed(
     with open_iso(path) as iso:
         initrd = iso.read_initrd()
         if initrd.get(CONFIG_IGN) is not None and not force:
-            raise UsageError(ALREADY_IGN)
+            raise InputRefused(ALREADY_IGN)
         initrd.add(CONFIG_IGN, config)
         writes = iso.initrd_writes(initrd)
     _finish(path, writes, output, stdout)
@@ -70,7 +71,7 @@ def check_keyfile_names(keyfiles: Sequence[str]) -> List[str]:
     for k in keyfiles:
         name = os.path.basename(k)
         if name in names:
-            raise UsageError(f"multiple input files named '{name}'")
+            raise InputRefused(f"multiple input files named '{name}'")
         names.append(name)
     return names
 
@@ -86,10 +87,10 @@ def network_embed(
     contents = [_read(k) for k in keyfiles]
     with open_iso(path) as iso:
         if not iso.features.live_initrd_network:
-            raise UsageError(NO_NET_FEATURE)
+            raise InputRefused(NO_NET_FEATURE)
         initrd = iso.read_initrd()
         if network_files(initrd) and not force:
-            raise UsageError(ALREADY_NET)
+            raise InputRefused(ALREADY_NET)
         for p in network_files(initrd):
             initrd.remove(p)
         for name, data in zip(names, contents):
@@ -169,20 +170,22 @@ def iso_reset(path: str, output: Optional[str], stdout: Optional[BinaryIO] = Non
 
 
 def extract_pxe(path: str, output_dir: str) -> List[str]:
+    """Copy IMAGES/PXEBOOT/* to output_dir/<iso stem>-<name>; output_dir is created."""
     stem = os.path.splitext(os.path.basename(path))[0]
     written = []
     with open_iso(path) as iso:
         try:
             files = iso.iso.listdir("IMAGES/PXEBOOT")
         except NotFound as e:
-            raise ImageFormatError("Unrecognized NestOS ISO image.") from e
+            raise ImageFormatError(UNRECOGNIZED) from e
+        os.makedirs(output_dir, exist_ok=True)
         for f in files:
             if f.is_dir:
                 continue
             name = os.path.basename(f.path).lower()
             dest = os.path.join(output_dir, f"{stem}-{name}")
             with new_file(dest) as out:
-                outputs._copy_range(iso.fp, out.file, f.offset, f.offset + f.length)
+                iso.iso.copy_file(f, out.file)
             written.append(dest)
     return written
 

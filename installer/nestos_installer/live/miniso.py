@@ -13,10 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO, List, Optional, Tuple
 
-from nestos_installer.errors import ImageFormatError, UsageError
+from nestos_installer.errors import ImageFormatError, InputRefused, UsageError
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import LiveIso
 from nestos_installer.live.iso9660 import SECTOR, IsoImage
+from nestos_installer.live.metadata import load_object
 from nestos_installer.outputs import TEMP_PREFIX, new_file, refuse_existing
 
 MAGIC = b"MINISO\0\0"
@@ -136,10 +137,12 @@ def pack(full_path: str, minimal_path: str, app_version: str = "0.20.0") -> byte
 def unpack(data: MinisoData, full: BinaryIO, full_size: int, out: BinaryIO) -> None:
     """Rebuild the minimal ISO into `out`; the sha256 must match the stored digest."""
     dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    try:
-        packed = dec.decompress(data.packed)
+    try:  # the minimal ISO is smaller than the full one: bound what a hostile xz may expand to
+        packed = dec.decompress(data.packed, max_length=full_size + 1)
     except lzma.LZMAError as e:
         raise ImageFormatError("decompressing MINISO.DAT") from e
+    if len(packed) > full_size:
+        raise ImageFormatError("MINISO.DAT expands to more than the ISO image")
     h = hashlib.sha256()
     pos = 0  # output position
     ppos = 0  # position in packed bytes
@@ -191,7 +194,7 @@ def _edit_minimal(path: str, rootfs_url: Optional[str]) -> None:
             jpath = iso.kargs_json_path()
             if jpath is not None:
                 jf = iso.iso.lookup(jpath)
-                obj = json.loads(iso.iso.read(jpath))
+                obj = load_object(iso.iso.read(jpath, 1 << 20), "kargs.json")
                 obj["default"] = new
                 text = json.dumps(obj, indent=2).encode()
                 if len(text) > jf.length:
@@ -224,7 +227,7 @@ def extract_minimal_iso(
             if output_rootfs is not None:
                 f = iso.iso.lookup("IMAGES/PXEBOOT/ROOTFS.IMG")
                 with new_file(output_rootfs) as out:
-                    outputs._copy_range(fp, out.file, f.offset, f.offset + f.length)
+                    iso.iso.copy_file(f, out.file)
             if output == "-":
                 _stream_minimal(data, fp, iso.size, rootfs_url, stdout)
                 return
@@ -239,9 +242,9 @@ def extract_minimal_iso(
 def _minimal_data(iso: LiveIso) -> MinisoData:
     raw = iso.miniso_data()
     if raw is None:
-        raise UsageError("This ISO image does not support extracting a minimal ISO.")
+        raise InputRefused("This ISO image does not support extracting a minimal ISO.")
     if iso.is_customized():
-        raise UsageError(CUSTOMIZED)
+        raise InputRefused(CUSTOMIZED)
     return decode(raw)
 
 
