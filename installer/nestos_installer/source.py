@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nestos_installer import run
+from nestos_installer.compression import Compression
 from nestos_installer.download import SIG_MISSING, fetch_stream, select
 from nestos_installer.errors import FetchError, NestosError, SignatureMissing
 from nestos_installer.fetch import Fetcher, check_url
-from nestos_installer.pipeline.decompress import Compression
 
 
 @dataclass
