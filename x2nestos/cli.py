@@ -98,7 +98,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     dst.add_argument(
         "--compression",
-        choices=[c.value for c in Compression],
+        choices=[c.value for c in Compression.stdlib_codecs()],
         default="gzip",
         help="appended archive compression (default: gzip)",
     )
