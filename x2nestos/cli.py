@@ -105,7 +105,7 @@ def _staging(dst: Any) -> None:
     )
     dst.add_argument(
         "--compression",
-        choices=[c.value for c in Compression],
+        choices=[c.value for c in Compression.stdlib_codecs()],
         default="gzip",
         help="appended archive compression (default: gzip)",
     )

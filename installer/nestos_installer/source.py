@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nestos_installer import run
+from nestos_installer.compression import Compression
 from nestos_installer.errors import FetchError, NestosError, SignatureMissing
 from nestos_installer.fetch import Fetcher, check_url
-from nestos_installer.pipeline.decompress import Compression
 from nestos_installer.signature.policy import SIG_MISSING
 from nestos_installer.stream import load_stream, select_artifacts
 from nestos_stream import signature_url

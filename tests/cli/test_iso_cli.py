@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from fixtures.initrd.gen_initrds import raw_cpio
 from fixtures.iso.gen_isos import LAYOUTS, build
 from helpers.capabilities import require_tools
 from helpers.tools import NESTOS_INSTALLER
@@ -106,6 +107,22 @@ def test_too_large_leaves_iso_untouched(iso):
     e = ni("iso", "ignition", "embed", p, input=os.urandom(262144), ok=False)
     assert b"Compressed initramfs is too large: " in e.stderr and b"> 262144" in e.stderr
     assert sha(p) == orig
+
+
+def test_xz_bomb_in_ignition_area_is_refused(iso):
+    """An xz stream in the 256 KiB area that inflates to 64 MiB: reading stops at 16 MiB."""
+    p = iso("nestos")
+    area = json.loads(ni("dev", "show", "iso", "--ignition", p).stdout)
+    archive = raw_cpio([("config.ign", CONFIG)])
+    bomb = lzma.compress(archive + bytes(64 << 20), preset=0, check=lzma.CHECK_CRC32)
+    assert len(bomb) < area["length"]
+    with open(p, "r+b") as f:
+        f.seek(area["offset"])
+        f.write(bomb)
+    for args in (("iso", "ignition", "show"), ("iso", "network", "extract")):
+        e = ni(*args, p, ok=False)
+        assert e.returncode == 1 and b"Traceback" not in e.stderr
+        assert e.stderr.startswith(b"Error: initrd decompresses to more than 16 MiB")
 
 
 def test_output_no_clobber_and_tty(iso, tmp_path):

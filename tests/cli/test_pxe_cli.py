@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import lzma
+import os
 import shutil
 import subprocess
 
 import pytest
 
-from fixtures.initrd.gen_initrds import compress, gnu_cpio
+from fixtures.initrd.gen_initrds import (
+    compress,
+    gnu_cpio,
+    gzip_zeros,
+    negative_size_cpio,
+    raw_cpio,
+)
 from helpers.capabilities import require_tools
 from helpers.tools import NESTOS_INSTALLER
 
@@ -22,7 +29,9 @@ FEATURES = {
 
 
 def ni(*args, input=None, ok=True):
-    p = subprocess.run([NI, *map(str, args)], input=input, capture_output=True, check=False)
+    p = subprocess.run(
+        [NI, *map(str, args)], input=input, capture_output=True, check=False, timeout=60
+    )
     assert (p.returncode == 0) == ok, (args, p.stderr.decode())
     return p
 
@@ -161,3 +170,41 @@ def test_pxe_customize_errors(tmp_path, live_initrd):
     else:
         assert p.returncode == 0, p.stderr
         assert b"eth1" in ni("pxe", "network", "unwrap", tmp_path / "o3").stdout
+
+
+def test_unwrap_hostile_initrds(tmp_path):
+    """A looping size field, a bomb and a FIFO: one `Error:` line each, quickly."""
+    cases = {
+        "neg.img": (negative_size_cpio(), "bad cpio header at offset 0"),
+        "bomb.img": (
+            gzip_zeros(raw_cpio([("config.ign", b"{}")]), 1 << 30),
+            "initrd decompresses to more than 512 MiB",
+        ),
+    }
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for name, (data, _) in cases.items():
+        (tmp_path / name).write_bytes(data)
+    for what in ("ignition", "network"):
+        for name, (_, message) in cases.items():
+            e = ni("pxe", what, "unwrap", tmp_path / name, ok=False)
+            assert e.stderr.decode().startswith(f"Error: {message}"), e.stderr
+        e = ni("pxe", what, "unwrap", fifo, ok=False)
+        assert e.stderr.decode() == f"Error: {fifo} is not a regular file or block device\n"
+
+
+def test_network_unwrap_non_utf8_and_traversal_names(tmp_path):
+    require_tools("xz")
+    net = b"etc/nestos-firstboot-network/"
+    img = tmp_path / "net.img"
+    img.write_bytes(compress("xz", raw_cpio([(net + b"caf\xe9.nmconnection", b"[connection]\n")])))
+    assert ni("pxe", "network", "unwrap", img).stdout == (
+        b"########## caf\xe9.nmconnection ##########\n[connection]\n"
+    )
+    out = tmp_path / "out"
+    listed = ni("pxe", "network", "unwrap", "-C", out, img).stdout.decode()
+    assert listed == f"{out}/caf\\xe9.nmconnection\n"
+    assert os.listdir(os.fsencode(out)) == [b"caf\xe9.nmconnection"]
+    img.write_bytes(compress("xz", raw_cpio([(net + b"..", b"evil\n")])))
+    e = ni("pxe", "network", "unwrap", "-C", out / "x", img, ok=False)
+    assert e.stderr.decode().startswith("Error: path .. contains path traversal")

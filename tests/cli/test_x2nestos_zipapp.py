@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.hostfacts.hosttree import GpgKey, build_host, build_pxe
+from fixtures.initrd.gen_initrds import negative_size_cpio
 from fixtures.iso import gen_isos
 from helpers.capabilities import require, require_tools
 from helpers.tools import pyenv_python
@@ -35,14 +36,17 @@ def python3() -> str:
     return shutil.which("python3") or sys.executable
 
 
+def installed(version: str) -> list:
+    """That CPython (e.g. "3.9") from pyenv or PATH, if this machine has one besides python3."""
+    for cand in [pyenv_python(version) or "", shutil.which(f"python{version}") or ""]:
+        if cand and "shims" not in cand and Path(cand).is_file() and cand != python3():
+            return [cand]
+    return []
+
+
 def interpreters() -> list:
     """python3 plus the oldest supported Python (3.9) wherever this machine has one."""
-    found = [python3()]
-    for cand in [pyenv_python("3.9") or "", shutil.which("python3.9") or ""]:
-        if cand and "shims" not in cand and Path(cand).is_file() and cand not in found:
-            found.append(cand)
-            break
-    return found
+    return [python3(), *installed("3.9")]
 
 
 def test_contents_are_stdlib_only(pyz: Path) -> None:
@@ -283,3 +287,43 @@ def test_reads_live_iso_without_pycdlib(pyz: Path, tmp_path: Path, interp: str) 
     assert art["generation"] == {"prefix": "coreos", "from": "/COREOS directory of the ISO"}
     assert art["features"] == {"installer-config": True, "live-initrd-network": True}
     assert "ignition.firstboot" in art["live-kargs"]
+
+
+def bundle_interpreters() -> list:
+    """python3 plus the oldest CPython the bundled modules must run on (3.7), if present."""
+    return [python3(), *installed("3.7")]
+
+
+CPIO_ROUND_TRIP = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from nestos_installer import cpio
+from nestos_installer.compression import Compression
+from nestos_installer.errors import ImageFormatError
+from nestos_installer.live.initrd import Initrd
+assert cpio.__file__.startswith(sys.argv[1])  # the bundled copy
+files = {"a/b": b"1", cpio.decode_name(b"caf\\xe9"): b"22"}
+for kind in Compression.stdlib_codecs():
+    blob = kind.compress(Initrd(files).to_cpio())
+    assert Initrd.from_bytes(blob + bytes(8) + blob).members == files
+try:
+    cpio.read_archive(bytes.fromhex(sys.argv[2]))
+except ImageFormatError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("interp", bundle_interpreters())
+def test_bundled_cpio_and_compression_run_on_old_pythons(pyz: Path, interp: str) -> None:
+    names = zipfile.ZipFile(pyz).namelist()
+    for mod in ("cpio", "compression", "live/initrd"):
+        assert f"nestos_installer/{mod}.py" in names
+    proc = subprocess.run(
+        [interp, "-I", "-S", "-c", CPIO_ROUND_TRIP, str(pyz), negative_size_cpio().hex()],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "bad cpio header at offset 0: fields must be 8 hex digits\n"

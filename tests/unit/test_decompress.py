@@ -6,6 +6,7 @@ skippable-frame zstd, trailing data, truncation, corruption, EOF-exactly-once an
 
 from __future__ import annotations
 
+import lzma
 import os
 import random
 import subprocess
@@ -13,15 +14,19 @@ import threading
 from typing import Dict, List
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers.capabilities import require_tools
-from nestos_installer.errors import FetchError, ImageFormatError, NestosError
-from nestos_installer.pipeline.decompress import (
-    TRAILING,
+from nestos_installer.compression import (
+    GZIP_MAGIC,
+    SNIFF_LEN,
+    XZ_MAGIC,
     Compression,
-    decompress_bytes,
-    decompressed,
+    Inflater,
 )
+from nestos_installer.errors import FetchError, ImageFormatError, NestosError
+from nestos_installer.pipeline.decompress import TRAILING, decompress_bytes, decompressed
 from nestos_installer.pipeline.readers import (
     BUFSIZE,
     BytesReader,
@@ -294,3 +299,80 @@ def test_xz_trailing_data_larger_than_the_kept_window(blobs: Dict[str, bytes]) -
             BytesReader(blobs["xz-multiblock"] + garbage, chunk=1 << 20), use_cli=True
         ) as r:
             read_all(r)
+
+
+# ---- properties (hypothesis): arbitrary, truncated and bomb-like input ------------------
+
+FAST = settings(
+    max_examples=200,
+    deadline=3000,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+MAGICS = [b"", GZIP_MAGIC, XZ_MAGIC, b"\x28\xb5\x2f\xfd", (0x184D2A50).to_bytes(4, "little")]
+
+
+def _compress(kind: Compression, payload: bytes) -> bytes:
+    """gzip as the enum writes it; xz at preset 0 (preset 9 costs 0.1 s to set up each time)."""
+    if kind is Compression.XZ:
+        return lzma.compress(payload, preset=0, check=lzma.CHECK_CRC32)
+    return kind.compress(payload)
+
+
+@FAST
+@given(st.sampled_from(MAGICS), st.binary(max_size=2000))
+def test_arbitrary_bytes_give_data_or_a_typed_error(magic: bytes, tail: bytes) -> None:
+    require_tools("zstd")
+    try:
+        out = decompress_bytes(magic + tail, use_cli=False, limit=1 << 20)
+    except ImageFormatError as e:
+        assert "\n" not in str(e).strip()
+    else:
+        assert len(out) <= 1 << 20
+
+
+@FAST
+@given(st.sampled_from(Compression.stdlib_codecs()), st.binary(max_size=3000), st.data())
+def test_truncated_streams_are_typed_errors(
+    kind: Compression, payload: bytes, data: st.DataObject
+) -> None:
+    blob = _compress(kind, payload)
+    assert Compression.sniff(blob) is kind
+    assert decompress_bytes(blob, use_cli=False) == payload
+    cut = data.draw(st.integers(0, len(blob) - 1))
+    if cut < SNIFF_LEN:
+        return  # too short to carry the magic: read as uncompressed data
+    with pytest.raises(ImageFormatError):
+        decompress_bytes(blob[:cut], use_cli=False)
+
+
+@FAST
+@given(st.sampled_from(Compression.stdlib_codecs()), st.binary(max_size=3000), st.binary())
+def test_inflater_reports_where_the_member_ended(
+    kind: Compression, payload: bytes, after: bytes
+) -> None:
+    blob = _compress(kind, payload)
+    source = BytesReader(blob + after, chunk=97)
+    inflater = Inflater(kind, source.read, chunk=97)
+    out = b""
+    while True:
+        piece = inflater.read(50)
+        assert len(piece) <= 50  # never more than asked: output is bounded by the caller
+        if not piece:
+            break
+        out += piece
+    assert out == payload and inflater.member_length() == len(blob)
+
+
+@pytest.mark.parametrize("kind", Compression.stdlib_codecs())
+def test_output_limit_stops_a_bomb(kind: Compression) -> None:
+    bomb = _compress(kind, bytes(16 << 20))
+    with pytest.raises(ImageFormatError, match="more than 1048576 bytes"):
+        decompress_bytes(bomb, use_cli=False, limit=1 << 20)
+    assert decompress_bytes(bomb, use_cli=False, limit=16 << 20) == bytes(16 << 20)
+
+
+def test_no_zstd_or_none_compressor_in_the_stdlib() -> None:
+    assert [c.value for c in Compression.stdlib_codecs()] == ["gzip", "xz"]
+    with pytest.raises(NestosError, match="cannot compress with zstd"):
+        Compression.ZSTD.compress(b"x")

@@ -5,13 +5,17 @@ from __future__ import annotations
 import lzma
 import os
 import subprocess
+from typing import Dict, List, Tuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from fixtures.initrd.gen_initrds import build_all, gnu_cpio, raw_cpio
+from fixtures.initrd.gen_initrds import build_all, gnu_cpio, gzip_zeros, newc_header, raw_cpio
 from helpers.capabilities import require_tools
+from nestos_installer.compression import Compression, zstd_frame_end
 from nestos_installer.errors import ImageFormatError
-from nestos_installer.live.initrd import Initrd, extract, glob_match, zstd_frame_end
+from nestos_installer.live.initrd import Initrd, extract, glob_match
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +133,123 @@ def test_zstd_frame_end(initrds):
     assert zstd_frame_end(frame + b"trailing", 0) == len(frame)
     with pytest.raises(ImageFormatError, match="truncated zstd"):
         zstd_frame_end(frame[:-3], 0)
+
+
+# ---- hostile archives: properties and bounds ---------------------------------------------
+
+FAST = settings(
+    max_examples=200,
+    deadline=3000,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+KINDS = ["none", "gzip", "xz", "zstd"]
+files = st.dictionaries(
+    st.lists(st.sampled_from(["a", "b", "etc", "caf\udce9"]), min_size=1, max_size=3).map("/".join),
+    st.binary(max_size=200),
+    max_size=4,
+)
+
+
+def _pack(members: Dict[str, bytes], kind: str) -> bytes:
+    """`members` as one archive; xz at preset 0 (preset 9 costs 0.1 s to set up each time)."""
+    plain = Initrd(members).to_cpio()
+    if kind == "zstd":
+        return subprocess.run(
+            ["zstd", "-q", "-c"], input=plain, capture_output=True, check=True
+        ).stdout
+    if kind == "xz":
+        return lzma.compress(plain, preset=0, check=lzma.CHECK_CRC32)
+    return plain if kind == "none" else Compression(kind).compress(plain)
+
+
+@FAST
+@given(st.lists(st.tuples(files, st.sampled_from(KINDS), st.integers(0, 600)), max_size=4))
+def test_concatenated_members_read_as_the_kernel_does(
+    parts: List[Tuple[Dict[str, bytes], str, int]],
+) -> None:
+    require_tools("zstd")
+    data = b""
+    expected: Dict[str, bytes] = {}
+    for members, kind, pad in parts:
+        data += _pack(members, kind) + b"\0" * pad
+        expected.update(members)  # later duplicates win
+    assert Initrd.from_bytes(data).members == expected
+
+
+@FAST
+@given(
+    st.sampled_from([b"", b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"070701"]),
+    st.binary(max_size=2000),
+)
+def test_arbitrary_bytes_give_members_or_a_typed_error(magic: bytes, tail: bytes) -> None:
+    try:
+        got = Initrd.from_bytes(magic + tail, limit=1 << 20)
+    except ImageFormatError as e:
+        assert "\n" not in str(e).strip() and "Traceback" not in str(e)
+    else:
+        assert all(isinstance(v, bytes) for v in got.members.values())
+
+
+@FAST
+@given(files, st.sampled_from(["gzip", "xz"]), st.data())
+def test_truncated_or_corrupt_compressed_members_are_typed_errors(
+    members: Dict[str, bytes], kind: str, data: st.DataObject
+) -> None:
+    blob = bytearray(_pack(members, kind))
+    cut = data.draw(st.integers(1, len(blob) - 1))
+    with pytest.raises(ImageFormatError):
+        Initrd.from_bytes(bytes(blob[:cut]))
+    pos = data.draw(st.integers(0, len(blob) - 1))
+    blob[pos] ^= data.draw(st.integers(1, 255))
+    try:
+        Initrd.from_bytes(bytes(blob))
+    except ImageFormatError:
+        pass
+
+
+def test_negative_size_fixture_fails_fast(initrds):
+    with pytest.raises(ImageFormatError, match="fields must be 8 hex digits"):
+        Initrd.from_bytes(read(initrds["negative-size.img"]))
+
+
+@pytest.mark.parametrize("kind", ["gzip", "xz", "zstd"])
+def test_inflating_past_the_limit_is_an_error(kind: str) -> None:
+    """cpio, trailer, then 24 MiB of zeros in the same stream: stops at the 8 MiB limit."""
+    require_tools("zstd")
+    archive = Initrd({"a": b"1"}).to_cpio()
+    zeros = 24 << 20
+    if kind == "gzip":
+        blob = gzip_zeros(archive, zeros)
+    elif kind == "xz":
+        blob = lzma.compress(archive + bytes(zeros), preset=0, check=lzma.CHECK_CRC32)
+    else:
+        zstd = ["zstd", "-q", "-1", "-c"]
+        blob = subprocess.run(zstd, input=archive + bytes(zeros), capture_output=True, check=True)
+        blob = blob.stdout
+    with pytest.raises(ImageFormatError, match="decompresses to more than 8 MiB"):
+        Initrd.from_bytes(blob, limit=8 << 20)
+    assert Initrd.from_bytes(blob, limit=zeros + len(archive)).members == {"a": b"1"}
+
+
+def test_member_larger_than_the_limit_is_refused_before_inflating() -> None:
+    blob = gzip_zeros(newc_header("big", 1 << 30), 8 << 20)
+    with pytest.raises(ImageFormatError, match="decompresses to more than 512 MiB"):
+        Initrd.from_bytes(blob)
+
+
+def test_non_utf8_names_list_and_extract(initrds, tmp_path):
+    ird = Initrd.from_bytes(read(initrds["non-utf8.img"]))
+    (name,) = ird.paths()
+    assert os.fsencode(name) == b"caf\xe9/\xff\n.txt"
+    (dest,) = extract(ird, str(tmp_path), ird.paths())
+    assert os.listdir(os.fsencode(tmp_path / "caf\udce9")) == [b"\xff\n.txt"]
+    assert open(dest, "rb").read() == b"latin-1\n"
+    again = Initrd.from_bytes(ird.to_xz())  # written back under the same raw bytes
+    assert again.members == ird.members
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../../x", "", "a\0b"])
+def test_add_refuses_hostile_names(bad: str) -> None:
+    with pytest.raises(ImageFormatError):
+        Initrd().add(bad, b"x")

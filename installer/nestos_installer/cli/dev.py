@@ -1,6 +1,7 @@
 """CLI: hidden `dev` subcommands (show iso/initrd, extract initrd) for developers and tests.
 
-Turns flags into calls of `nestos_installer.live.isoops`; prints results.
+Turns flags into calls of `nestos_installer.live.isoops`; prints results, member names with
+backslash escapes for bytes that are not printable UTF-8.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Optional, Tuple
 import click
 
 from nestos_installer.cli.iso import CTX
+from nestos_installer.cpio import printable
 from nestos_installer.errors import UsageError
 from nestos_installer.live import isoops
 from nestos_installer.live.initrd import glob_match
@@ -47,7 +49,7 @@ def show_initrd(initrd: str, globs: Tuple[str, ...]) -> None:
     archive = isoops.read_initrd_file(initrd, sys.stdin.buffer)
     for p in archive.paths():
         if glob_match(p, globs):
-            click.echo(p)
+            click.echo(printable(p))
 
 
 @dev_group.group("extract", context_settings=CTX)
@@ -69,4 +71,4 @@ def extract_initrd(
     archive = isoops.read_initrd_file(initrd, sys.stdin.buffer)
     for p in isoops.dev_extract_initrd(archive, directory or ".", globs):
         if verbose:
-            click.echo(p)
+            click.echo(printable(p))

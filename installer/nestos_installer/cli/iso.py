@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Optional, Tuple
 import click
 
 from nestos_installer.cli.common import echo_err, refuse_tty_stdout
+from nestos_installer.cpio import printable
 from nestos_installer.live import customize as cust
 from nestos_installer.live import isoops, miniso
 
@@ -177,7 +178,7 @@ def _print_network(result: Any) -> None:
         sys.stdout.flush()
     else:
         for p in result:
-            click.echo(p)
+            click.echo(printable(p))
 
 
 @network_group.command("remove", context_settings=CTX)

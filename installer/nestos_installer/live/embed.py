@@ -15,6 +15,8 @@ from nestos_installer.live.initrd import Initrd
 from nestos_installer.live.iso9660 import UNRECOGNIZED, IsoImage
 from nestos_installer.live.metadata import KARG_MAX, Features, IgnInfo, KargArea, KargsInfo
 
+AREA_INFLATE_FACTOR = 64  # the embedded initrd may inflate to 64x its area (256 KiB -> 16 MiB)
+
 META_DIRS = ("nestos", "coreos")
 NETWORK_DIR = "etc/nestos-firstboot-network/"
 LEGACY_NETWORK_DIR = "etc/coreos-firstboot-network/"
@@ -185,7 +187,8 @@ class LiveIso:
         data = self.fp.read(area.length)
         if not any(data):
             return Initrd()
-        return Initrd.from_bytes(data)
+        # what we embed is a few small files: a bomb in the area stops early
+        return Initrd.from_bytes(data, limit=max(AREA_INFLATE_FACTOR * area.length, 1 << 20))
 
     def initrd_writes(self, initrd: Initrd) -> List[Write]:
         area = self.initrd_area

@@ -1,30 +1,49 @@
 """Verbs behind `iso ...` and `pxe ...`: open the media, compute the edit, write the output.
 
-Imports `live.*`, `kargs`, `outputs`, `errors`; never prints. Results go back as bytes/strings.
+Imports `live.*`, `cpio`, `kargs`, `outputs`, `errors`; never prints. Results go back as bytes or
+strings.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
 
-from nestos_installer.errors import ImageFormatError, InputRefused, NotFound
+from nestos_installer import cpio
+from nestos_installer.errors import ImageFormatError, InputRefused, NotFound, UsageError
 from nestos_installer.kargs import edit_kargs
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import CONFIG_IGN, NETWORK_DIR, LiveIso, Write, network_files
-from nestos_installer.live.initrd import Initrd, extract
+from nestos_installer.live.initrd import MAX_INFLATED, Initrd, extract, glob_match
 from nestos_installer.live.iso9660 import UNRECOGNIZED
 from nestos_installer.outputs import new_file, write_file
 
 ALREADY_IGN = "This ISO image already has an embedded Ignition config; use -f to force."
 ALREADY_NET = "This ISO image already has embedded network settings; use -f to force."
 NO_NET_FEATURE = "This OS image does not support customizing network settings."
+MAX_INITRD_FILE = 2 * MAX_INFLATED  # an initrd file (or stdin) we read into memory
+
+
+def open_image(path: str) -> BinaryIO:
+    """Open an ISO or initrd for reading: a regular file or a block device. A FIFO, socket or
+    character device is refused before the first read, which could block or never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            raise UsageError(f"{path} is not a regular file or block device")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @contextmanager
 def open_iso(path: str) -> Iterator[LiveIso]:
-    with open(path, "rb") as fp:
+    with open_image(path) as fp:
         iso = LiveIso(fp)
         try:
             yield iso
@@ -108,13 +127,13 @@ def network_extract_from(initrd: Initrd, directory: Optional[str]) -> Union[List
         chunks = []
         for i, p in enumerate(files):
             head = b"\n" if i else b""
-            name = os.path.basename(p).encode()
+            name = cpio.encode_name(os.path.basename(p))
             chunks.append(head + b"########## " + name + b" ##########\n" + initrd.members[p])
         return b"".join(chunks)
     os.makedirs(directory, exist_ok=True)
     written = []
     for p in files:
-        dest = os.path.join(directory, os.path.basename(p))
+        dest = os.path.join(directory, cpio.check_member_path(os.path.basename(p)))
         write_file(dest, initrd.members[p], secret=True)  # keyfiles may hold Wi-Fi passwords
         written.append(dest)
     return written
@@ -201,16 +220,31 @@ def dev_show_iso(path: str, what: Optional[str]) -> object:
 
 
 def read_initrd_file(path: str, stdin: Optional[BinaryIO] = None) -> Initrd:
+    """The initrd in file `path` (a regular file or block device), or on `stdin` for `-`."""
     if path == "-":
         if stdin is None:
             raise ValueError("stdin stream required for '-'")
-        return Initrd.from_bytes(stdin.read())
-    return Initrd.from_bytes(_read(path))
+        return Initrd.from_bytes(_read_capped(stdin, "stdin"))
+    with open_image(path) as f:
+        return Initrd.from_bytes(_read_capped(f, path))
+
+
+def _read_capped(f: BinaryIO, name: str) -> bytes:
+    """All of `f`, refused (before reading, where the size is known) beyond MAX_INITRD_FILE."""
+    too_big = ImageFormatError(f"{name} is larger than {MAX_INITRD_FILE >> 20} MiB: not an initrd")
+    try:
+        known = os.fstat(f.fileno()).st_size
+    except (OSError, ValueError):  # an in-memory stream: no file descriptor
+        known = 0
+    if known > MAX_INITRD_FILE:
+        raise too_big
+    data = f.read(MAX_INITRD_FILE + 1)
+    if len(data) > MAX_INITRD_FILE:
+        raise too_big
+    return data
 
 
 def dev_extract_initrd(initrd: Initrd, directory: str, globs: Sequence[str]) -> List[str]:
-    from nestos_installer.live.initrd import glob_match
-
     names = [p for p in initrd.paths() if glob_match(p, globs)]
     written: List[str] = extract(initrd, directory, names)
     return written

@@ -7,48 +7,30 @@ verifier. External decoders (`xz -T0`, `zstd`) go through `run.spawn`; no subpro
 from __future__ import annotations
 
 import collections
-import enum
 import logging
-import lzma
 import os
 import threading
 import zlib
 from contextlib import contextmanager
-from typing import IO, Callable, Deque, Iterator, List, Optional, Union
+from typing import IO, Callable, Deque, Iterator, List, Optional
 
+from nestos_installer.compression import GZIP_MAGIC, SNIFF_LEN, XZ_MAGIC, Compression, Inflater
 from nestos_installer.errors import CommandFailed, ImageFormatError, NestosError
-from nestos_installer.pipeline.readers import BUFSIZE, BytesReader, PeekReader, Reader, read_all
+from nestos_installer.pipeline.readers import (
+    BUFSIZE,
+    BytesReader,
+    LimitReader,
+    PeekReader,
+    Reader,
+    read_all,
+)
 from nestos_installer.run import PIPE, have_tool, output, spawn
 
 log = logging.getLogger(__name__)
 
 TRAILING = "found trailing data after compressed stream"
-GZIP_MAGIC = b"\x1f\x8b"
-XZ_MAGIC = b"\xfd7zXZ\x00"
-ZSTD_MAGIC = 0xFD2FB528
-SNIFF_LEN = 6
 PIPE_SIZE = 1 << 20  # the decoder's stdin and stdout pipes
 XZ_MT_VERSION = 50040000  # xz >= 5.4.0 decompresses multi-block files in parallel
-
-
-class Compression(enum.Enum):
-    NONE = "none"
-    GZIP = "gzip"
-    XZ = "xz"
-    ZSTD = "zstd"
-
-    @classmethod
-    def sniff(cls, head: bytes) -> Compression:
-        """The format announced by the first bytes of a stream (never by a file name)."""
-        if head.startswith(GZIP_MAGIC):
-            return cls.GZIP
-        if head.startswith(XZ_MAGIC):
-            return cls.XZ
-        if len(head) >= 4:
-            magic = int.from_bytes(head[:4], "little")
-            if magic == ZSTD_MAGIC or 0x184D2A50 <= magic <= 0x184D2A5F:
-                return cls.ZSTD
-        return cls.NONE
 
 
 _probe_lock = threading.Lock()
@@ -154,47 +136,15 @@ class _InProcess(_Decoder):
         super().__init__()
         self.source = source
         self.kind = kind
-        self._d: Union[lzma.LZMADecompressor, zlib._Decompress] = self._new()
-        self._pending = b""  # input bytes not yet given to the current decompressor
-
-    def _new(self) -> Union[lzma.LZMADecompressor, zlib._Decompress]:
-        if self.kind is Compression.XZ:
-            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        return zlib.decompressobj(wbits=31)
+        self._member = Inflater(kind, source.read, chunk=BUFSIZE)
 
     def _read(self, n: int) -> bytes:
         while True:
-            d = self._d
-            if isinstance(d, lzma.LZMADecompressor):
-                if d.eof:
-                    if not self._next_member(d.unused_data):
-                        return b""
-                    continue
-                data = b""
-                if d.needs_input:
-                    data = self._pending or self.source.read(BUFSIZE)
-                    self._pending = b""
-                    if not data:
-                        raise ImageFormatError("xz: compressed stream is truncated")
-                try:
-                    out = d.decompress(data, n)
-                except lzma.LZMAError as e:
-                    raise ImageFormatError("xz: compressed data is corrupt") from e
-            else:
-                if d.eof:
-                    if not self._next_member(d.unused_data):
-                        return b""
-                    continue
-                data = d.unconsumed_tail or self._pending or self.source.read(BUFSIZE)
-                self._pending = b""
-                try:
-                    out = d.decompress(data, n)
-                except zlib.error as e:
-                    raise ImageFormatError(f"gzip: compressed data is corrupt ({e})") from e
-                if not data and not out and not d.eof:
-                    raise ImageFormatError("gzip: compressed stream is truncated")
+            out = self._member.read(n)
             if out:
                 return out
+            if not self._next_member(self._member.unused):
+                return b""
 
     def _next_member(self, rest: bytes) -> bool:
         """After one stream/member ended: start the next one, or reach a clean EOF."""
@@ -216,8 +166,7 @@ class _InProcess(_Decoder):
             return False
         if zeros % 4 or not rest.startswith(magic):
             raise ImageFormatError(TRAILING)
-        self._d = self._new()
-        self._pending = rest
+        self._member = Inflater(self.kind, self.source.read, pending=rest, chunk=BUFSIZE)
         return True
 
 
@@ -436,8 +385,18 @@ def decompressed(
     dec.close()
 
 
-def decompress_bytes(data: bytes, *, use_cli: Optional[bool] = None) -> bytes:
-    """Decompress a small in-memory blob (same rules: magic bytes, no trailing data)."""
+def decompress_bytes(
+    data: bytes, *, use_cli: Optional[bool] = None, limit: Optional[int] = None
+) -> bytes:
+    """Decompress a small in-memory blob (same rules: magic bytes, no trailing data); more than
+    `limit` bytes of output is an ImageFormatError."""
     with decompressed(BytesReader(data), use_cli=use_cli) as r:
-        out: bytes = read_all(r)
+        if limit is None:
+            out: bytes = read_all(r)
+        else:
+            out = read_all(LimitReader(r, limit, _too_large))
     return out
+
+
+def _too_large(limit: int) -> Exception:
+    return ImageFormatError(f"data decompresses to more than {limit} bytes")

@@ -1,21 +1,23 @@
 """Busybox initramfs images for the demo guests, written as newc cpio by Python (no root needed).
 
 An `Initramfs` is a list of members; `metal_initramfs` / `live_initramfs` fill it with busybox,
-the kernel modules the guests need, and the /init script from guest/.
+the kernel modules the guests need, and the /init script from guest/. `nestos_installer.cpio`
+writes the archive.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import stat
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional
 
 from nestos_demo.kernel import Kernel
 from nestos_demo.util import BuildError
+from nestos_installer import cpio
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 BUSYBOX = Path("/bin/busybox")
@@ -26,30 +28,20 @@ MODULES = (
     "ahci ata_piix isofs loop"
 ).split()
 
-# Member: (path, mode incl. file type, data, rdev (major, minor))
-Member = Tuple[str, int, bytes, Tuple[int, int]]
+
+def newc_archive(members: List[cpio.Entry]) -> bytes:
+    """An uncompressed newc archive of `members` (in the given order, inodes numbered from 1)
+    plus the trailer."""
+    numbered = [dataclasses.replace(m, ino=i + 1) for i, m in enumerate(members)]
+    return cpio.write(numbered)
 
 
-def _newc(name: str, mode: int, data: bytes, rdev: Tuple[int, int] = (0, 0), ino: int = 0) -> bytes:
-    fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
-    head = ("070701" + "".join(f"{v:08x}" for v in fields)).encode() + name.encode() + b"\0"
-    head += b"\0" * (-len(head) % 4)
-    return head + data + b"\0" * (-len(data) % 4)
-
-
-def newc_archive(members: List[Member]) -> bytes:
-    """An uncompressed newc archive of `members` (in the given order) plus the trailer."""
-    out = [_newc(n, m, d, r, ino=i + 1) for i, (n, m, d, r) in enumerate(members)]
-    out.append(_newc("TRAILER!!!", 0, b""))
-    return b"".join(out)
-
-
-@dataclass
+@dataclasses.dataclass
 class Initramfs:
     """The member list of one initramfs; directories are added for every file's parents."""
 
-    members: List[Member] = field(default_factory=list)
-    _dirs: List[str] = field(default_factory=list)
+    members: List[cpio.Entry] = dataclasses.field(default_factory=list)
+    _dirs: List[str] = dataclasses.field(default_factory=list)
 
     def mkdir(self, path: str) -> None:
         parts = path.strip("/").split("/")
@@ -57,16 +49,16 @@ class Initramfs:
             d = "/".join(parts[:i])
             if d and d not in self._dirs:
                 self._dirs.append(d)
-                self.members.append((d, stat.S_IFDIR | 0o755, b"", (0, 0)))
+                self.members.append(cpio.Entry(d, stat.S_IFDIR | 0o755))
 
     def add(self, path: str, data: bytes, mode: int = 0o644) -> None:
         path = path.strip("/")
         if "/" in path:
             self.mkdir(path.rsplit("/", 1)[0])
-        self.members.append((path, stat.S_IFREG | mode, data, (0, 0)))
+        self.members.append(cpio.Entry(path, stat.S_IFREG | mode, data))
 
     def node(self, path: str, major: int, minor: int, mode: int = 0o600) -> None:
-        self.members.append((path.strip("/"), stat.S_IFCHR | mode, b"", (major, minor)))
+        self.members.append(cpio.Entry(path.strip("/"), stat.S_IFCHR | mode, rdev=(major, minor)))
 
     def gzip(self) -> bytes:
         return gzip.compress(newc_archive(self.members), compresslevel=6, mtime=0)

@@ -17,6 +17,7 @@ from typing import Dict, List
 from nestos_demo import grub
 from nestos_demo.initramfs import newc_archive
 from nestos_demo.util import BuildError, run
+from nestos_installer import cpio
 
 IGNITION_AREA = 256 * 1024
 KARGS_AREA = 1024
@@ -108,7 +109,7 @@ def make_rootfs(out: Path) -> None:
             ]
         )
         data = sq.read_bytes()
-    out.write_bytes(newc_archive([("root.squashfs", 0o100644, data, (0, 0))]))
+    out.write_bytes(newc_archive([cpio.Entry("root.squashfs", 0o100644, data)]))
 
 
 def _efiboot(path: Path, efi_binary: Path) -> None:
@@ -128,20 +129,7 @@ def build_iso(out: Path, payload: LivePayload, volume_id: str) -> None:
         shutil.copy(payload.kernel, pxe / "vmlinuz")
         shutil.copy(payload.initramfs, pxe / "initrd.img")
         shutil.copy(payload.rootfs, pxe / "rootfs.img")
-        (root / "images" / "ignition.img").write_bytes(b"\0" * IGNITION_AREA)
-        files: List[Dict[str, object]] = []
-        for rel in KARGS_FILES:
-            text, offset = grub_cfg(kargs)
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(text)
-            files.append({"path": rel, "offset": offset, "pad": "#", "end": "\n"})
-        meta = root / "nestos"
-        meta.mkdir()
-        (meta / "igninfo.json").write_text(json.dumps({"file": "images/ignition.img"}) + "\n")
-        (meta / "kargs.json").write_text(
-            json.dumps({"default": kargs, "files": files, "size": KARGS_AREA}, indent=2) + "\n"
-        )
-        (meta / "features.json").write_text(json.dumps(features(), indent=2) + "\n")
+        _embed_areas(root, kargs)
         find = "search --no-floppy --file /nestos/igninfo.json --set root\n"
         efi = grub.mkimage(
             "x86_64-efi",
@@ -159,35 +147,58 @@ def build_iso(out: Path, payload: LivePayload, volume_id: str) -> None:
             ["biosdisk", *grub.ISO_CORE_MODS],
         )
         tmp_out = out.with_name(f".{out.name}.tmp")
-        run(
-            [
-                "xorriso",
-                "-as",
-                "mkisofs",
-                "-quiet",
-                "-o",
-                tmp_out,
-                "-V",
-                volume_id,
-                "-R",
-                "-J",
-                "-b",
-                "boot/grub/eltorito.img",
-                "-c",
-                "boot/grub/boot.cat",
-                "-no-emul-boot",
-                "-boot-load-size",
-                "4",
-                "-boot-info-table",
-                "--grub2-boot-info",
-                "--grub2-mbr",
-                grub.GRUB_LIB / "i386-pc" / "boot_hybrid.img",
-                "-eltorito-alt-boot",
-                "-e",
-                "images/efiboot.img",
-                "-no-emul-boot",
-                "-isohybrid-gpt-basdat",
-                root,
-            ]
-        )
+        _xorriso(root, tmp_out, volume_id)
         os.replace(tmp_out, out)
+
+
+def _embed_areas(root: Path, kargs: str) -> None:
+    """The Ignition area file, the GRUB configs holding the kargs area, and nestos/*.json."""
+    (root / "images" / "ignition.img").write_bytes(b"\0" * IGNITION_AREA)
+    files: List[Dict[str, object]] = []
+    for rel in KARGS_FILES:
+        text, offset = grub_cfg(kargs)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        files.append({"path": rel, "offset": offset, "pad": "#", "end": "\n"})
+    meta = root / "nestos"
+    meta.mkdir()
+    (meta / "igninfo.json").write_text(json.dumps({"file": "images/ignition.img"}) + "\n")
+    (meta / "kargs.json").write_text(
+        json.dumps({"default": kargs, "files": files, "size": KARGS_AREA}, indent=2) + "\n"
+    )
+    (meta / "features.json").write_text(json.dumps(features(), indent=2) + "\n")
+
+
+def _xorriso(root: Path, tmp_out: Path, volume_id: str) -> None:
+    """The hybrid ISO of `root`: BIOS GRUB El Torito, UEFI efiboot.img, GPT for USB sticks."""
+    run(
+        [
+            "xorriso",
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-o",
+            tmp_out,
+            "-V",
+            volume_id,
+            "-R",
+            "-J",
+            "-b",
+            "boot/grub/eltorito.img",
+            "-c",
+            "boot/grub/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "--grub2-boot-info",
+            "--grub2-mbr",
+            grub.GRUB_LIB / "i386-pc" / "boot_hybrid.img",
+            "-eltorito-alt-boot",
+            "-e",
+            "images/efiboot.img",
+            "-no-emul-boot",
+            "-isohybrid-gpt-basdat",
+            root,
+        ]
+    )
