@@ -14,7 +14,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from nestos_installer import run as runner
 from nestos_installer.errors import ConfigError, NestosError, UsageError
-from x2nestos import disk, hostfacts, identity, network, preflight
+from x2nestos import disk, hostfacts, identity, netstate, network, preflight
 from x2nestos.artifacts import (
     DEFAULT_STREAM_BASE,
     LiveArtifacts,
@@ -28,6 +28,7 @@ from x2nestos.payload import (
     LivePaths,
     Payload,
     check_ignition_hash,
+    config_logins,
     dest_ignition,
     installer_config,
     parse_user_ignition,
@@ -94,6 +95,10 @@ class ConvertConfig:
     work_dir: Optional[Path] = None
     compression: Compression = Compression.GZIP
     force_unmounted_data: bool = False
+    network_mode: network.NetworkMode = network.NetworkMode.CARRY
+    # interfaces that must be carried besides the default route's (under --host: the one
+    # holding the controller's SSH session)
+    must_carry: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.iso, self.pxe, self.stream) if s]
@@ -149,6 +154,7 @@ class Plan:
     carried: List[str] = field(default_factory=list)
     not_carried: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    interfaces: List[network.IfacePlan] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -173,6 +179,7 @@ class Plan:
             "kernel-command-line": self.cmdline,
             "installer-config": self.payload.installer if self.payload else None,
             "destination-ignition": redacted(self.payload.dest) if self.payload else None,
+            "network": [i.to_json() for i in self.interfaces],
             "network-keyfiles": {
                 n: redacted_keyfile(t)
                 for n, t in (self.payload.keyfiles.items() if self.payload else [])
@@ -214,6 +221,47 @@ def _consoles(cfg: ConvertConfig, arch: str) -> Tuple[List[str], bool]:
             return found, True
     canon = hostfacts.canonical_arch(arch) or "x86_64"
     return list(DEFAULT_CONSOLES.get(canon, ("tty0",))), False
+
+
+def _network(cfg: ConvertConfig, checks: List[Check]) -> network.NetworkFacts:
+    """The network NestOS will have, and the check that it still carries this host."""
+    runtime = netstate.read_runtime(cfg.root)
+    if cfg.network_mode is network.NetworkMode.DHCP:
+        net = network.dhcp_facts(runtime)
+    elif Carry.NETWORK in cfg.carry:
+        net = network.read_network(cfg.root, runtime)
+    else:
+        net = network.NetworkFacts()
+    checks.append(
+        network.check(
+            net,
+            runtime,
+            mode=cfg.network_mode,
+            carried=Carry.NETWORK in cfg.carry,
+            must_carry=cfg.must_carry,
+        )
+    )
+    return net
+
+
+def _carry_lists(
+    ident: identity.Identity, net: network.NetworkFacts
+) -> Tuple[List[str], List[str], List[str]]:
+    """(carried, not carried, notes) of the identity and network readers."""
+    carried = [f"ssh-keys: {len(u.keys)} key(s) of {u.name}" for u in ident.users]
+    carried += [f"host-keys: {p}" for p in sorted(ident.host_keys)]
+    if ident.hostname:
+        carried.append(f"hostname: {ident.hostname}")
+    carried += [f"network: {i.line()}" for i in net.interfaces if i.carried]
+    return carried, ident.not_carried + net.not_carried, ident.notes + net.notes
+
+
+def _login(cfg: ConvertConfig, user: DestSource, ident: identity.Identity) -> Check:
+    given = str(cfg.ignition_file) if cfg.ignition_file else cfg.ignition_url
+    users, pulls = config_logins(user.config) if user.config is not None else ([], False)
+    return preflight.check_login(
+        [u.name for u in ident.users], given, users, unknown=bool(cfg.ignition_url) or pulls
+    )
 
 
 def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
@@ -267,28 +315,15 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
     )
 
-    carried: List[str] = []
-    not_carried: List[str] = []
-    notes: List[str] = []
     ident = identity.read_identity(
         root,
         users=Carry.SSH_KEYS in cfg.carry,
         host_keys=Carry.HOST_KEYS in cfg.carry,
         hostname=Carry.HOSTNAME in cfg.carry,
     )
-    not_carried += ident.not_carried
-    notes += ident.notes
-    for u in ident.users:
-        carried.append(f"ssh-keys: {len(u.keys)} key(s) of {u.name}")
-    carried += [f"host-keys: {p}" for p in sorted(ident.host_keys)]
-    if ident.hostname:
-        carried.append(f"hostname: {ident.hostname}")
-    keyfiles: Dict[str, str] = {}
-    if Carry.NETWORK in cfg.carry:
-        net = network.read_network(root)
-        keyfiles = net.keyfiles
-        carried += [f"network: {n} (from {s})" for n, s in zip(net.keyfiles, net.sources)]
-        not_carried += net.not_carried
+    net = _network(cfg, checks)
+    carried, not_carried, notes = _carry_lists(ident, net)
+    keyfiles = net.keyfiles
     naming: List[str] = []
     if Carry.NETWORK in cfg.carry:
         naming = [a for a in hostfacts.read_cmdline(root).split() if a.startswith(NAMING_KARGS)]
@@ -313,15 +348,7 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
             user = DestSource(config=parse_user_ignition(data, str(cfg.ignition_file)))
         elif cfg.ignition_url:
             user = DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
-        if user == DestSource() and not ident.users:
-            checks.append(
-                Check(
-                    "login",
-                    Status.FAIL,
-                    "no --ignition-file/--ignition-url and "
-                    "no SSH keys carried: nobody could log in to the new system",
-                )
-            )
+        checks.append(_login(cfg, user, ident))
         if target is not None and target.stable_path:
             paths = LivePaths(art.prefix if art else "nestos")
             dest_consoles = consoles if Carry.CONSOLE in cfg.carry else []
@@ -389,6 +416,7 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         carried,
         not_carried,
         notes,
+        net.interfaces,
     )
 
 

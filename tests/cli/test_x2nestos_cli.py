@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from fixtures.hostfacts.hosttree import GpgKey, build_host, build_iso, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, GpgKey, build_host, build_iso, build_pxe
 from helpers.capabilities import require_tools
 from helpers.tools import X2NESTOS
 
@@ -35,7 +35,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("media")
     build_pxe(d / "pxe")
     build_iso(d / "live.iso", d / "work")
-    (d / "user.ign").write_text('{"ignition":{"version":"3.3.0"}}\n')
+    (d / "user.ign").write_text(LOGIN_IGN)
     return d
 
 
@@ -103,7 +103,11 @@ def test_plan_shows_everything(tmp_path: Path, media: Path) -> None:
     users = {u["name"]: u for u in d["destination-ignition"]["passwd"]["users"]}
     assert tree.keys["alice"] in users["alice"]["sshAuthorizedKeys"]
     assert "ens3.nmconnection" in d["network-keyfiles"]
-    assert any("bond0" in n for n in d["not-carried"])
+    assert "bond0.nmconnection" in d["network-keyfiles"]
+    nets = {i["interface"]: i for i in d["network"]}
+    assert nets["ens3"]["becomes"] == "static" and "192.0.2.1" in nets["ens3"]["detail"]
+    assert nets["ens4"]["becomes"] == "dhcp" and nets["ens5"]["becomes"] == "port of bond0"
+    assert {"check": "network", "status": "ok", "detail": "carried: ens3: static"} in d["checks"]
     assert "PRIVATE KEY" not in proc.stdout
     human = x2n(
         "--root",
@@ -121,6 +125,7 @@ def test_plan_shows_everything(tmp_path: Path, media: Path) -> None:
         "== destination Ignition",
         "== NOT carried",
         "== network keyfile ens3.nmconnection",
+        "== network on NestOS",
         "partitions kept: vda3 (data)",
     ):
         assert section in human

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hostfacts.hosttree import build_host, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, build_host, build_pxe
 from helpers.capabilities import require_tools
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_doctor_json_on_fake_root(pyz: Path, tmp_path: Path, interp: str) -> Non
     build_host(tmp_path / "root")
     build_pxe(tmp_path / "pxe")
     ign = tmp_path / "u.ign"
-    ign.write_text('{"ignition":{"version":"3.3.0"}}')
+    ign.write_text(LOGIN_IGN)
     proc = subprocess.run(
         [
             interp,

@@ -18,7 +18,9 @@ def _ini(text: str) -> configparser.ConfigParser:
 def test_ifupdown(tmp_path: Path) -> None:
     build_host(tmp_path, network="ifupdown")
     facts = network.read_network(tmp_path)
-    assert sorted(facts.keyfiles) == ["ens3.nmconnection", "ens4.nmconnection"]
+    assert sorted(facts.keyfiles) == [
+        f"{n}.nmconnection" for n in ("bond0", "ens3", "ens4", "ens5", "ens6")
+    ]
     ens3 = _ini(facts.keyfiles["ens3.nmconnection"])
     assert ens3["ethernet"]["mac-address"] == "52:54:00:12:34:56"
     assert ens3["ipv4"]["method"] == "manual"
@@ -29,7 +31,12 @@ def test_ifupdown(tmp_path: Path) -> None:
     assert ens3["ipv6"]["dns"] == "2001:db8::53;"
     ens4 = _ini(facts.keyfiles["ens4.nmconnection"])
     assert ens4["ipv4"]["method"] == "auto"
-    assert any("bond0" in n and "bond-slaves" in n for n in facts.not_carried)
+    bond = _ini(facts.keyfiles["bond0.nmconnection"])  # bond-slaves ens5 ens6, no mode
+    assert bond["connection"]["type"] == "bond" and bond["bond"]["mode"] == "balance-rr"
+    for port in ("ens5", "ens6"):
+        k = _ini(facts.keyfiles[f"{port}.nmconnection"])
+        assert k["connection"]["master"] == "bond0" and k["connection"]["slave-type"] == "bond"
+        assert "ipv4" not in k
     assert "/etc/network/interfaces.d/extra" in facts.sources
 
 
@@ -59,7 +66,9 @@ def test_netplan_with_yaml(tmp_path: Path) -> None:
     assert k["ethernet"]["mac-address"] == "52:54:00:11:22:33"
     assert k["ipv4"]["address1"] == "172.16.5.20/24,172.16.5.1"
     assert k["ipv4"]["dns"] == "172.16.5.53;"
-    assert any("bond0" in n for n in facts.not_carried)
+    port = _ini(facts.keyfiles["enp0s8.nmconnection"])  # listed by bond0 only
+    assert port["connection"]["master"] == "bond0"
+    assert _ini(facts.keyfiles["bond0.nmconnection"])["connection"]["type"] == "bond"
 
 
 def test_interface_without_mac_is_reported(tmp_path: Path) -> None:

@@ -11,13 +11,13 @@ from typing import Optional
 
 import pytest
 
-from fixtures.hostfacts.hosttree import GiB, build_host, build_iso, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, GiB, build_host, build_iso, build_pxe
 from helpers.capabilities import require_tools
 from nestos_installer.errors import NestosError, UsageError
 from x2nestos.convert import convert
 from x2nestos.plan import Carry, ConvertConfig, build_plan
 
-IGN = b'{"ignition":{"version":"3.3.0"}}\n'
+IGN = LOGIN_IGN.encode()
 
 
 @pytest.fixture(scope="module")
