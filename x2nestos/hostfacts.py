@@ -37,9 +37,10 @@ def read_host_bytes(root: Path, rel: str, *, limit: int = MAX_HOST_FILE) -> byte
         fd = os.open(root / rel.lstrip("/"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise HostFileError(f"{name}: {e.strerror or e}") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise HostFileError(f"{name}: not a regular file")
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise HostFileError(f"{name}: not a regular file")
         try:
             data = f.read(limit + 1)
         except OSError as e:

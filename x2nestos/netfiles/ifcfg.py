@@ -38,8 +38,8 @@ def _addresses(kv: Dict[str, str]) -> List[str]:
     addrs = []
     for suffix in [""] + [str(i) for i in range(10)]:
         if kv.get("IPADDR" + suffix):
-            mask = kv.get("PREFIX" + suffix) or kv.get("NETMASK" + suffix)
-            addrs.append(model.cidr(kv["IPADDR" + suffix], mask, f"IPADDR{suffix}"))
+            key = ("PREFIX" if kv.get("PREFIX" + suffix) else "NETMASK") + suffix
+            addrs.append(model.cidr(kv["IPADDR" + suffix], kv.get(key), f"IPADDR{suffix}", key))
     v6 = [kv.get("IPV6ADDR", "")] + kv.get("IPV6ADDR_SECONDARIES", "").split()
     addrs += [model.cidr(a, None, "IPV6ADDR") for a in v6 if a]
     return addrs

@@ -113,28 +113,35 @@ def _addresses(sec: Dict[str, str], what: str) -> Tuple[List[str], List[str]]:
 def parse(text: str, what: str, *, strict: bool = False) -> KeyfileInfo:
     """Read a keyfile; `strict` (for ours) also demands every key NetworkManager needs."""
     ini = _ini(text, what, strict)
+    try:
+        return _info(ini, strict)
+    except HostFileError as e:
+        raise HostFileError(f"{what}: {e}") from None
+
+
+def _info(ini: Dict[str, Dict[str, str]], strict: bool) -> KeyfileInfo:
     conn = ini.get("connection")
     if conn is None:
-        raise HostFileError(f"{what}: no [connection] section")
+        raise HostFileError("no [connection] section")
     kind = conn.get("type") or ("ethernet" if any(s in ini for s in ETHERNET_SECTIONS) else "")
     eth = next((ini[s] for s in ETHERNET_SECTIONS if s in ini), {})
-    mac = model.mac(eth["mac-address"], f"{what} mac-address") if eth.get("mac-address") else None
+    mac = model.mac(eth["mac-address"], "mac-address") if eth.get("mac-address") else None
     ifname = conn.get("interface-name") or None
     addrs: List[str] = []
     gws: List[str] = []
     methods = []
     for fam in ("ipv4", "ipv6"):
         sec = ini.get(fam, {})
-        a, g = _addresses(sec, f"{what} [{fam}]")
+        a, g = _addresses(sec, f"[{fam}]")
         addrs, gws = addrs + a, gws + g
         methods.append(sec.get("method", "auto"))
         if strict and methods[-1] not in METHODS[fam]:
-            raise HostFileError(f"{what}: [{fam}] method={methods[-1]} is unknown")
+            raise HostFileError(f"[{fam}] method={methods[-1]} is unknown")
         if strict and methods[-1] == "manual" and not a:
-            raise HostFileError(f"{what}: [{fam}] method=manual without an address")
+            raise HostFileError(f"[{fam}] method=manual without an address")
     master = conn.get("master") or conn.get("controller") or None
     if strict:
-        _check_ours(ini, conn, kind, what)
+        _check_ours(ini, conn, kind)
     return KeyfileInfo(
         id=conn.get("id") or "",
         type=kind,
@@ -148,22 +155,22 @@ def parse(text: str, what: str, *, strict: bool = False) -> KeyfileInfo:
     )
 
 
-def _check_ours(ini: Dict[str, Dict[str, str]], conn: Dict[str, str], kind: str, what: str) -> None:
+def _check_ours(ini: Dict[str, Dict[str, str]], conn: Dict[str, str], kind: str) -> None:
     if not conn.get("id") or kind not in [k.value for k in Kind]:
-        raise HostFileError(f"{what}: [connection] needs id and a known type")
+        raise HostFileError("[connection] needs id and a known type")
     if kind != "ethernet" or not ini.get("ethernet", {}).get("mac-address"):
-        model.name(conn.get("interface-name", ""), f"{what} interface-name")
+        model.name(conn.get("interface-name", ""), "interface-name")
     if conn.get("master"):
-        model.name(conn["master"], f"{what} master")
+        model.name(conn["master"], "master")
         if conn.get("slave-type") not in ("bond", "bridge") or "ipv4" in ini:
-            raise HostFileError(f"{what}: a port needs slave-type and no IP settings")
+            raise HostFileError("a port needs slave-type and no IP settings")
     elif "ipv4" not in ini or "ipv6" not in ini:
-        raise HostFileError(f"{what}: no [ipv4]/[ipv6] settings")
+        raise HostFileError("no [ipv4]/[ipv6] settings")
     if kind == "vlan":
         vlan = ini.get("vlan", {})
         if not vlan.get("id", "").isdecimal() or not 0 <= int(vlan["id"]) <= 4094:
-            raise HostFileError(f"{what}: [vlan] id must be 0-4094")
-        model.name(vlan.get("parent", ""), f"{what} [vlan] parent")
+            raise HostFileError("[vlan] id must be 0-4094")
+        model.name(vlan.get("parent", ""), "[vlan] parent")
 
 
 def check(text: str, what: str) -> KeyfileInfo:

@@ -141,14 +141,17 @@ def prefix_len(mask: str, version: int, what: str) -> int:
     raise HostFileError(f"{what} {mask!r} is not a netmask or prefix length")
 
 
-def cidr(addr: str, mask: Optional[str] = None, what: str = "address") -> str:
+def cidr(
+    addr: str, mask: Optional[str] = None, what: str = "address", mask_what: str = "netmask"
+) -> str:
     """`addr/prefix` from `addr/prefix`, `addr` + netmask, or a bare address (host prefix)."""
     host, slash, plen = addr.strip().partition("/")
     if slash and mask:
         raise HostFileError(f"{what} {addr!r} has a prefix and a netmask")
     version = ipaddress.ip_address(ip(host, what)).version
     given = plen if slash else mask
-    length = prefix_len(given, version, what) if given else (32 if version == 4 else 128)
+    where = what if slash else mask_what
+    length = prefix_len(given, version, where) if given else (32 if version == 4 else 128)
     return f"{ip(host, what)}/{length}"
 
 

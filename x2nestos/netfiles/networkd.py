@@ -84,9 +84,12 @@ def read_networkd(root: Path, dns: List[str], skipped: List[Skipped]) -> List[In
         )
     for f in sorted(d.glob("*.network")) if d.is_dir() else []:
         source = model.shown(f"/{NETWORKD}/{f.name}")
+        ini: Ini = {}
         try:
             ini = ini_lists(read_host_text(root, f"{NETWORKD}/{f.name}"))
             out.append(_interface(root, ini, source, dns))
         except HostFileError as e:
-            skipped.append(Skipped(source, source, str(e).replace(source + ": ", "")))
+            names = ini.get("Match", {}).get("Name", [])
+            what = names[0] if len(names) == 1 and model.NAME_RE.fullmatch(names[0]) else source
+            skipped.append(Skipped(what, source, str(e).replace(source + ": ", "")))
     return out
