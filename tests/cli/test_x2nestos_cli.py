@@ -261,3 +261,42 @@ def test_usage_errors(tmp_path: Path, media: Path) -> None:
     assert proc.returncode == 2
     proc = x2n("--root", tmp_path / "root", "plan", "--carry", "passwords", check=False)
     assert "unknown --carry item 'passwords'" in _one_error(proc)
+
+
+def test_plan_lists_what_host_files_cannot_carry(tmp_path: Path, media: Path) -> None:
+    """issue 19: typos and odd files in host config are listed with file and reason (never a
+    traceback); the default route's interface blocks until fixed or --network dhcp."""
+    build_host(tmp_path, network="ifcfg")
+    scripts = tmp_path / "etc/sysconfig/network-scripts"
+    (scripts / "ifcfg-eth0").write_text("DEVICE=eth0\nIPADDR=999.1.1.1\nPREFIX=16\n")
+    (scripts / "ifcfg-eth1").mkdir()
+    (tmp_path / "etc/netplan").mkdir(parents=True)
+    (tmp_path / "etc/netplan/01.yaml").write_bytes(b"network:\n  ethernets: {\xff}\n")
+    (tmp_path / "etc/passwd").write_text("root:x:\u00b2:0:root:/root:/bin/bash\n")
+    args = ["--root", tmp_path, "plan", "--json", "--pxe", media / "pxe", "-i", media / "user.ign"]
+    proc = x2n(*args, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr == ""
+    d = json.loads(proc.stdout)
+    assert not d["ok"]
+    assert {
+        "network: eth0 in /etc/sysconfig/network-scripts/ifcfg-eth0: IPADDR '999.1.1.1' is not an "
+        "IP address",
+        "network: eth1 in /etc/sysconfig/network-scripts/ifcfg-eth1: not a regular file",
+        "network: /etc/netplan/01.yaml: not UTF-8 (byte 23)",
+    } <= set(d["not-carried"])
+    failed = {c["check"]: c["detail"] for c in d["checks"] if c["status"] == "fail"}
+    assert set(failed) == {"network"} and "eth0 is not carried" in failed["network"]
+    proc = x2n(*args, "--network", "dhcp")
+    d = json.loads(proc.stdout)
+    assert d["ok"] and d["network-keyfiles"] == {}
+    assert d["network"] == [
+        {
+            "interface": "eth0",
+            "becomes": "dhcp",
+            "detail": "--network dhcp",
+            "from": "NestOS default",
+        }
+    ]
+    human = x2n("--root", tmp_path, "plan", "--pxe", media / "pxe", "-i", media / "user.ign",
+                check=False).stdout  # fmt: skip
+    assert "== network on NestOS\n  eth0: not carried (IPADDR '999.1.1.1' is not an IP" in human
