@@ -264,16 +264,9 @@ def _login(cfg: ConvertConfig, user: DestSource, ident: identity.Identity) -> Ch
     )
 
 
-def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
-    """Gather facts and compute everything; errors that stop a conversion become FAIL checks."""
-    root = cfg.root
-    machine = hostfacts.machine_arch(root)
-    kexec = hostfacts.kexec_facts(root)
-    checks = [
-        preflight.check_root(root),
-        preflight.check_container(hostfacts.container(root)),
-        preflight.check_hypervisor(hostfacts.hypervisor(root)),
-    ]
+def _artifact_checks(
+    cfg: ConvertConfig, machine: str, download: bool, checks: List[Check]
+) -> Optional[LiveArtifacts]:
     art: Optional[LiveArtifacts] = None
     try:
         art = _artifacts(cfg, machine, download)
@@ -297,36 +290,126 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
                         "no rootfs.img: the live initramfs must fetch its rootfs over the network",
                     )
                 )
-    checks.append(preflight.check_arch(machine, art))
-    if art is not None:
-        checks.append(preflight.check_live_image(art))
-    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+    return art
 
+
+def _target(cfg: ConvertConfig, checks: List[Check]) -> Optional[disk.TargetDisk]:
     target: Optional[disk.TargetDisk] = None
     target_error: Optional[str] = None
     try:
-        spec = cfg.target or disk.root_disk(root)
+        spec = cfg.target or disk.root_disk(cfg.root)
         if spec is None:
             raise UsageError("no target disk given and the disk holding / was not found")
-        target = disk.resolve(spec, root)
+        target = disk.resolve(spec, cfg.root)
     except NestosError as e:
         target_error = str(e)
     checks += preflight.check_target(
         target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
     )
+    return target
 
+
+def _user_source(cfg: ConvertConfig) -> DestSource:
+    """The user's own destination config: a file read (and checked) now, or a URL."""
+    user = DestSource()
+    if cfg.ignition_file:
+        try:
+            data = cfg.ignition_file.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"reading Ignition config {cfg.ignition_file}") from e
+        user = DestSource(config=parse_user_ignition(data, str(cfg.ignition_file)))
+    elif cfg.ignition_url:
+        user = DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
+    return user
+
+
+def _payload(
+    cfg: ConvertConfig,
+    art: Optional[LiveArtifacts],
+    target: disk.TargetDisk,
+    user: DestSource,
+    ident: identity.Identity,
+    keyfiles: Dict[str, str],
+    consoles: List[str],
+    naming: List[str],
+    not_carried: List[str],
+) -> Payload:
+    """What the live environment receives (target.stable_path is known)."""
+    assert target.stable_path is not None
+    paths = LivePaths(art.prefix if art else "nestos")
+    dest_consoles = consoles if Carry.CONSOLE in cfg.carry else []
+    directives = (art.features or {}).get("installer-config-directives") if art else None
+    if (
+        dest_consoles
+        and art is not None
+        and art.features is not None
+        and not (isinstance(directives, dict) and directives.get("console"))
+    ):
+        not_carried.append(
+            "console: this live image's installer has no `console` "
+            "setting; the installed system keeps its default console"
+        )
+        dest_consoles = []
+    inst = installer_config(
+        target.stable_path,
+        paths=paths,
+        consoles=dest_consoles,
+        save_partlabel=cfg.save_partlabel,
+        append_karg=tuple(naming) + cfg.dest_kargs,
+    )
+    return Payload(
+        dest_ignition(user, ident, keyfiles),
+        inst,
+        keyfiles,
+        target_check_script(target.stable_path, target.size, target.serial),
+        paths,
+    )
+
+
+def _jump_check(systemd: bool) -> Check:
+    return Check(
+        "jump",
+        Status.INFO,
+        "systemctl kexec (orderly shutdown)"
+        if systemd
+        else "kexec -e (systemd is not PID 1: no orderly shutdown)",
+    )
+
+
+def _partlabel_notes(cfg: ConvertConfig, target: Optional[disk.TargetDisk]) -> List[str]:
+    out = []
+    if cfg.save_partlabel and target is not None:
+        for pat in cfg.save_partlabel:
+            if not any(p.label and fnmatch.fnmatchcase(p.label, pat) for p in target.partitions):
+                out.append(f"--save-partlabel {pat}: no partition on the target matches")
+    return out
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """What the identity, network and console readers found (build_plan's middle step)."""
+
+    ident: identity.Identity
+    net: network.NetworkFacts
+    naming: List[str]
+    consoles: List[str]
+    carried: List[str]
+    not_carried: List[str]
+    notes: List[str]
+
+
+def _carry(cfg: ConvertConfig, machine: str, checks: List[Check]) -> _Carried:
     ident = identity.read_identity(
-        root,
+        cfg.root,
         users=Carry.SSH_KEYS in cfg.carry,
         host_keys=Carry.HOST_KEYS in cfg.carry,
         hostname=Carry.HOSTNAME in cfg.carry,
     )
     net = _network(cfg, checks)
     carried, not_carried, notes = _carry_lists(ident, net)
-    keyfiles = net.keyfiles
     naming: List[str] = []
     if Carry.NETWORK in cfg.carry:
-        naming = [a for a in hostfacts.read_cmdline(root).split() if a.startswith(NAMING_KARGS)]
+        naming = [a for a in hostfacts.read_cmdline(cfg.root).split() if a.startswith(NAMING_KARGS)]
         carried += [f"network: kernel argument {a}" for a in naming]
     consoles, from_host = _consoles(cfg, machine)
     carried.append(("console: " if from_host else "console (default): ") + " ".join(consoles))
@@ -335,48 +418,39 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         "users' passwords, packages, services, /etc and data on the target "
         "(NestOS is installed fresh)"
     ]
+    return _Carried(ident, net, naming, consoles, carried, not_carried, notes)
+
+
+def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
+    """Gather facts and compute everything; errors that stop a conversion become FAIL checks."""
+    root = cfg.root
+    machine = hostfacts.machine_arch(root)
+    kexec = hostfacts.kexec_facts(root)
+    checks = [
+        preflight.check_root(root),
+        preflight.check_container(hostfacts.container(root)),
+        preflight.check_hypervisor(hostfacts.hypervisor(root)),
+    ]
+    art = _artifact_checks(cfg, machine, download, checks)
+    checks.append(preflight.check_arch(machine, art))
+    if art is not None:
+        checks.append(preflight.check_live_image(art))
+    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+
+    target = _target(cfg, checks)
+
+    c = _carry(cfg, machine, checks)
+    ident, net, naming, consoles = c.ident, c.net, c.naming, c.consoles
+    carried, not_carried, notes, keyfiles = c.carried, c.not_carried, c.notes, net.keyfiles
 
     payload: Optional[Payload] = None
     size = 0
     try:
-        user = DestSource()
-        if cfg.ignition_file:
-            try:
-                data = cfg.ignition_file.read_bytes()
-            except OSError as e:
-                raise ConfigError(f"reading Ignition config {cfg.ignition_file}") from e
-            user = DestSource(config=parse_user_ignition(data, str(cfg.ignition_file)))
-        elif cfg.ignition_url:
-            user = DestSource(url=cfg.ignition_url, url_hash=cfg.ignition_hash)
+        user = _user_source(cfg)
         checks.append(_login(cfg, user, ident))
         if target is not None and target.stable_path:
-            paths = LivePaths(art.prefix if art else "nestos")
-            dest_consoles = consoles if Carry.CONSOLE in cfg.carry else []
-            directives = (art.features or {}).get("installer-config-directives") if art else None
-            if (
-                dest_consoles
-                and art is not None
-                and art.features is not None
-                and not (isinstance(directives, dict) and directives.get("console"))
-            ):
-                not_carried.append(
-                    "console: this live image's installer has no `console` "
-                    "setting; the installed system keeps its default console"
-                )
-                dest_consoles = []
-            inst = installer_config(
-                target.stable_path,
-                paths=paths,
-                consoles=dest_consoles,
-                save_partlabel=cfg.save_partlabel,
-                append_karg=tuple(naming) + cfg.dest_kargs,
-            )
-            payload = Payload(
-                dest_ignition(user, ident, keyfiles),
-                inst,
-                keyfiles,
-                target_check_script(target.stable_path, target.size, target.serial),
-                paths,
+            payload = _payload(
+                cfg, art, target, user, ident, keyfiles, consoles, naming, not_carried
             )
             size = len(archive(payload.members(), cfg.compression))
     except NestosError as e:
@@ -389,19 +463,8 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     need = preflight.memory_need(art, size)["disk"] if art is not None else 0
     checks.append(preflight.check_staging(root, cfg.staging, need))
     systemd = hostfacts.systemd_is_pid1(root)
-    checks.append(
-        Check(
-            "jump",
-            Status.INFO,
-            "systemctl kexec (orderly shutdown)"
-            if systemd
-            else "kexec -e (systemd is not PID 1: no orderly shutdown)",
-        )
-    )
-    if cfg.save_partlabel and target is not None:
-        for pat in cfg.save_partlabel:
-            if not any(p.label and fnmatch.fnmatchcase(p.label, pat) for p in target.partitions):
-                notes.append(f"--save-partlabel {pat}: no partition on the target matches")
+    checks.append(_jump_check(systemd))
+    notes += _partlabel_notes(cfg, target)
     return Plan(
         cfg,
         checks,

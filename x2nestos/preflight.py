@@ -10,10 +10,10 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from x2nestos.artifacts import LiveArtifacts
-from x2nestos.disk import TargetDisk
+from x2nestos.disk import Partition, TargetDisk
 from x2nestos.hostfacts import (
     MEMORY_FS,
     KexecFacts,
@@ -248,6 +248,39 @@ def check_staging(root: Path, staging: Path, need: int) -> Check:
     )
 
 
+def _data_checks(
+    t: TargetDisk, save: Sequence[str], force_data: bool
+) -> Tuple[List[Partition], List[Check]]:
+    """(partitions kept by --save-partlabel, checks of the mounted data that would be lost)"""
+    out: List[Check] = []
+    saved = [
+        p
+        for p in t.partitions
+        if p.label and any(fnmatch.fnmatchcase(p.label, pat) for pat in save)
+    ]
+    data = t.data_mounts(tuple(p.label for p in saved if p.label))
+    if data and not force_data:
+        what = ", ".join(f"{d} on {m}" for d, m, _ in data)
+        out.append(
+            Check(
+                "target-data",
+                Status.FAIL,
+                f"{t.kernel_path} holds mounted data "
+                f"that would be lost: {what} (use --force-unmounted-data or "
+                "--save-partlabel)",
+            )
+        )
+    elif data:
+        out.append(
+            Check(
+                "target-data",
+                Status.WARN,
+                "data that will be lost: " + ", ".join(m for _, m, _ in data),
+            )
+        )
+    return saved, out
+
+
 def check_target(
     t: Optional[TargetDisk], save: Sequence[str], force_data: bool, error: Optional[str]
 ) -> List[Check]:
@@ -283,31 +316,8 @@ def check_target(
         )
     if t.removable:
         out.append(Check("target-removable", Status.WARN, f"{t.kernel_path} is removable"))
-    saved = [
-        p
-        for p in t.partitions
-        if p.label and any(fnmatch.fnmatchcase(p.label, pat) for pat in save)
-    ]
-    data = t.data_mounts(tuple(p.label for p in saved if p.label))
-    if data and not force_data:
-        what = ", ".join(f"{d} on {m}" for d, m, _ in data)
-        out.append(
-            Check(
-                "target-data",
-                Status.FAIL,
-                f"{t.kernel_path} holds mounted data "
-                f"that would be lost: {what} (use --force-unmounted-data or "
-                "--save-partlabel)",
-            )
-        )
-    elif data:
-        out.append(
-            Check(
-                "target-data",
-                Status.WARN,
-                "data that will be lost: " + ", ".join(m for _, m, _ in data),
-            )
-        )
+    saved, data_checks = _data_checks(t, save, force_data)
+    out += data_checks
     used = [f"{m} ({d})" for d, m, _ in t.mounted] + [f"swap {s}" for s in t.swap]
     used += [f"held by {h}" for h in t.holders]
     out.append(Check("target-use", Status.INFO, "in use: " + (", ".join(used) or "nothing")))
