@@ -442,3 +442,40 @@ def test_keyfiles_read_back_by_networkmanager(tmp_path: Path) -> None:
                 if (section, key, value) == ("connection", "autoconnect", "true"):
                     continue  # NetworkManager's default, not written back
                 assert back.get(section, {}).get(key) == value, (name, section, key, proc.stdout)
+
+
+def test_bond_ports_bound_to_their_own_mac(tmp_path: Path) -> None:
+    """A bond port shows the bond's MAC in sysfs; NestOS sees the port's permanent one."""
+    _tree(
+        tmp_path,
+        {
+            IFCFG + "bond0": "DEVICE=bond0\nTYPE=Bond\nBONDING_OPTS=mode=active-backup\n",
+            IFCFG + "ens4": "DEVICE=ens4\nMASTER=bond0\nSLAVE=yes\n",
+            "sys/class/net/ens4/address": "52:54:00:12:34:56\n",  # the bond's (= ens3's)
+            "sys/class/net/ens4/bonding_slave/perm_hwaddr": "52:54:00:12:34:57\n",
+        },
+    )
+    port = _ini(network.read_network(tmp_path).keyfiles["ens4.nmconnection"])
+    assert port["ethernet"]["mac-address"] == "52:54:00:12:34:57"
+
+
+def test_netplan_match_forms(tmp_path: Path) -> None:
+    _tree(
+        tmp_path,
+        {
+            "etc/netplan/1.yaml": "network:\n  ethernets:\n"
+            "    lan: {match: {name: ens3}, set-name: ens3, dhcp4: true}\n"
+            "    nics: {match: {name: 'en*'}, dhcp4: true}\n"
+            "    fast: {match: {driver: ixgbe}, dhcp4: true}\n"
+        },
+    )
+    facts = network.read_network(tmp_path)
+    assert _ini(facts.keyfiles["lan.nmconnection"])["ethernet"]["mac-address"] == (
+        "52:54:00:12:34:56"
+    )
+    assert "network: nics in /etc/netplan/1.yaml: match by name pattern 'en*' is not carried" in (
+        facts.not_carried
+    )
+    assert "network: fast in /etc/netplan/1.yaml: match by driver is not carried" in (
+        facts.not_carried
+    )

@@ -207,14 +207,18 @@ def family(values: Iterable[str], version: int) -> List[str]:
 
 
 def sys_mac(root: Path, iface: str) -> Optional[str]:
-    """The permanent-looking MAC of a NIC from sysfs, or None."""
+    """A NIC's own MAC from sysfs, or None. A bond port shows the bond's MAC as `address`;
+    its own is `bonding_slave/perm_hwaddr`, and that is the one NestOS will see."""
     if not NAME_RE.fullmatch(iface):
         return None
-    try:
-        text = (root / "sys/class/net" / iface / "address").read_text(errors="replace").strip()
-    except OSError:
-        return None
-    return text.lower() if MAC_RE.fullmatch(text.lower()) else None
+    for rel in ("bonding_slave/perm_hwaddr", "address"):
+        try:
+            text = (root / "sys/class/net" / iface / rel).read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if MAC_RE.fullmatch(text.lower()):
+            return text.lower()
+    return None
 
 
 def iface_of_mac(root: Path, want: str) -> Optional[str]:

@@ -131,9 +131,7 @@ def _device(
     model.name(name)
     extra: Dict[str, Any] = {}
     if kind == "ethernets":
-        match = _map(conf.get("match"), "match")
-        given = _scalar(match.get("macaddress", ""), "macaddress")
-        extra["mac"] = model.mac(given) if given else model.sys_mac(root, name)
+        extra["mac"] = _match_mac(root, name, conf)
     elif kind == "vlans":
         vid = _scalar(conf.get("id", ""), "vlan id")
         if not vid.isdecimal() or int(vid) > 4094:
@@ -148,6 +146,21 @@ def _device(
         extra.update(controller=ports[name][0], port_kind=ports[name][1])
         return Interface(name=name, source=source, **extra)
     return Interface(name=name, source=source, **_addressing(conf, ctx["dns"]), **extra)
+
+
+def _match_mac(root: Path, name: str, conf: Dict[str, Any]) -> Optional[str]:
+    """The MAC an ethernets entry binds to: match.macaddress, else the NIC named like the entry
+    (or match.name); a match by driver or by a name pattern is not carried."""
+    match = _map(conf.get("match"), "match")
+    given = _scalar(match.get("macaddress", ""), "macaddress")
+    if given:
+        return model.mac(given)
+    if "driver" in match:
+        raise HostFileError("match by driver is not carried")
+    nic = _scalar(match.get("name", name), "match name")
+    if not model.NAME_RE.fullmatch(nic):
+        raise HostFileError(f"match by name pattern {nic!r} is not carried")
+    return model.sys_mac(root, nic)
 
 
 def _ports(net: Dict[str, Any]) -> Dict[str, Tuple[str, Kind]]:
