@@ -1,6 +1,7 @@
 """Read-only facts about the running host (kernel, firmware, memory, mounts, virtualisation).
 
-Every reader takes `root` so tests run it on a directory tree; stdlib only, no commands run.
+Every reader takes `root` so tests run it on a directory tree; stdlib + errors, no commands run.
+Host files are read through read_host_text/read_host_bytes: regular files only, size-capped.
 """
 
 from __future__ import annotations

@@ -300,3 +300,12 @@ def test_plan_lists_what_host_files_cannot_carry(tmp_path: Path, media: Path) ->
     human = x2n("--root", tmp_path, "plan", "--pxe", media / "pxe", "-i", media / "user.ign",
                 check=False).stdout  # fmt: skip
     assert "== network on NestOS\n  eth0: not carried (IPADDR '999.1.1.1' is not an IP" in human
+
+
+def test_deep_user_ignition_is_one_line(tmp_path: Path, media: Path) -> None:
+    build_host(tmp_path / "root")
+    deep = tmp_path / "deep.ign"
+    deep.write_text("[" * 100000)
+    proc = x2n("--root", tmp_path / "root", "convert", "--yes", "--build-only", "--insecure",
+               "--pxe", media / "pxe", "-i", deep, check=False)  # fmt: skip
+    assert f"ignition: parsing Ignition config {deep}: nested too deeply" in _one_error(proc)
