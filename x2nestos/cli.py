@@ -19,6 +19,7 @@ from nestos_installer.report import report
 from x2nestos import __version__
 from x2nestos.convert import convert, unload
 from x2nestos.initramfs import Compression
+from x2nestos.network import NetworkMode
 from x2nestos.plan import DEFAULT_CARRY, DEFAULT_WORK_DIR, Carry, ConvertConfig, Plan, build_plan
 
 
@@ -67,6 +68,12 @@ def _destination(dst: Any) -> None:
         default=",".join(sorted(c.value for c in DEFAULT_CARRY)),
         metavar="LIST",
         help="hostname,ssh-keys,host-keys,network,console, all or none (default: %(default)s)",
+    )
+    dst.add_argument(
+        "--network",
+        choices=[m.value for m in NetworkMode],
+        default=NetworkMode.CARRY.value,
+        help="carry this host's network, or use DHCP on every interface (default: carry)",
     )
     dst.add_argument(
         "--save-partlabel",
@@ -184,6 +191,7 @@ def config_from(args: argparse.Namespace) -> ConvertConfig:
         work_dir=args.work_dir,
         compression=Compression(args.compression),
         force_unmounted_data=args.force_unmounted_data,
+        network_mode=NetworkMode(args.network),
         **kw,
     )
 
@@ -219,6 +227,8 @@ def print_plan(plan: Plan) -> None:
     for name, text in d["network-keyfiles"].items():
         print(f"\n== network keyfile {name}")
         print(text, end="")
+    print("\n== network on NestOS")
+    print("\n".join(f"  {i.line()}" for i in plan.interfaces) or "  no interface")
     print("\n== carried")
     print("\n".join(f"  {c}" for c in plan.carried) or "  nothing")
     print("\n== NOT carried")

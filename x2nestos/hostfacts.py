@@ -1,18 +1,65 @@
 """Read-only facts about the running host (kernel, firmware, memory, virtualisation);
 mounts and disks live in nestos_installer.disks.
 
-Every reader takes `root` so tests run it on a directory tree; stdlib only, no commands run.
+Every reader takes `root` so tests run it on a directory tree; stdlib + errors, no commands run.
+Host files are read through read_host_text/read_host_bytes: regular files only, size-capped.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from nestos_installer.errors import NestosError
+
 ROOT = Path("/")
+# Configuration files are small; anything larger is not one we could understand anyway.
+MAX_HOST_FILE = 1 << 20
+
+
+class HostFileError(NestosError):
+    """A host file x2nestos cannot read or understand: reported as not carried, never raised
+    out of a plan (the message names the file as it is on the host, and why)."""
+
+
+def host_name(rel: str) -> str:
+    """How the user knows a file: its path on the host, whatever root we read it under."""
+    return "/" + rel.lstrip("/")
+
+
+def read_host_bytes(root: Path, rel: str, *, limit: int = MAX_HOST_FILE) -> bytes:
+    """A regular file's bytes (at most `limit`); a directory, FIFO or device is refused
+    without blocking. Raises HostFileError naming the file."""
+    name = host_name(rel)
+    try:
+        fd = os.open(root / rel.lstrip("/"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise HostFileError(f"{name}: {e.strerror or e}") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise HostFileError(f"{name}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise HostFileError(f"{name}: {e.strerror or e}") from e
+    if len(data) > limit:
+        raise HostFileError(f"{name}: larger than {limit} bytes")
+    return data
+
+
+def read_host_text(root: Path, rel: str, *, utf8: bool = False) -> str:
+    """A host file's text; undecodable bytes are replaced unless `utf8` (YAML must be UTF-8)."""
+    data = read_host_bytes(root, rel)
+    try:
+        return data.decode("utf-8", "strict" if utf8 else "replace")
+    except UnicodeDecodeError as e:
+        raise HostFileError(f"{host_name(rel)}: not UTF-8 (byte {e.start})") from e
+
 
 # EFI global variable GUID; the SecureBoot variable is 4 attribute bytes + 1 value byte.
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"

@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from x2nestos.hostfacts import ROOT
+from x2nestos.hostfacts import ROOT, HostFileError, read_host_bytes, read_host_text
 
 KEY_TYPE = re.compile(r"^(ssh-(rsa|dss|ed25519)|ecdsa-sha2-\S+|sk-\S+@openssh\.com)$")
 NO_LOGIN_SHELLS = ("nologin", "false", "sync", "halt", "shutdown")
+# Members of these groups on the old host are its administrators...
 ADMIN_GROUPS = ("sudo", "wheel", "admin")
+# ...and get the group NestOS grants sudo to (as Fedora CoreOS does).
+NESTOS_SUDO_GROUP = "wheel"
+DECIMAL = re.compile(r"[0-9]{1,10}")  # str.isdigit() takes "²", which int() refuses
+MAX_SSHD_FILES = 64
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,12 @@ class Identity:
 
 
 def _read(root: Path, rel: str) -> Optional[str]:
+    """A host file's text, or None when it is missing or cannot be read (FIFO, directory...)."""
+    if ".." in rel.split("/"):
+        return None  # a path from a host file that would leave the tree we read
     try:
-        return (root / rel.lstrip("/")).read_text(errors="replace")
-    except OSError:
+        return read_host_text(root, rel)
+    except HostFileError:
         return None
 
 
@@ -48,9 +56,12 @@ def sshd_settings(root: Path = ROOT) -> Dict[str, List[str]]:
     out: Dict[str, List[str]] = {}
     matched: List[str] = []
 
+    budget = [MAX_SSHD_FILES]  # Include loops and fan-outs end here
+
     def parse(rel: str, depth: int) -> None:
-        text = _read(root, rel)
-        if text is None or depth > 8:
+        budget[0] -= 1
+        text = _read(root, rel) if budget[0] >= 0 and depth <= 8 else None
+        if text is None:
             return
         for raw in text.splitlines():
             line = raw.strip()
@@ -65,7 +76,9 @@ def sshd_settings(root: Path = ROOT) -> Dict[str, List[str]]:
             if key == "include":
                 for pattern in args:
                     full = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
-                    for p in sorted(glob.glob(str(root / full.lstrip("/")))):
+                    if ".." in full.split("/"):
+                        continue  # would leave the tree we read
+                    for p in sorted(glob.glob(glob.escape(str(root).rstrip("/")) + full)):
                         parse("/" + str(Path(p).relative_to(root)), depth + 1)
                 continue
             out.setdefault(key, args)
@@ -81,7 +94,7 @@ def login_users(root: Path = ROOT) -> List[Tuple[str, int, str, List[str]]]:
     uid_min = 1000
     for line in (_read(root, "etc/login.defs") or "").splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[0] == "UID_MIN" and parts[1].isdigit():
+        if len(parts) == 2 and parts[0] == "UID_MIN" and DECIMAL.fullmatch(parts[1]):
             uid_min = int(parts[1])
     groups: Dict[str, List[str]] = {}
     for line in (_read(root, "etc/group") or "").splitlines():
@@ -92,7 +105,7 @@ def login_users(root: Path = ROOT) -> List[Tuple[str, int, str, List[str]]]:
     out = []
     for line in (_read(root, "etc/passwd") or "").splitlines():
         f = line.split(":")
-        if len(f) < 7 or not f[2].isdigit():
+        if len(f) < 7 or not DECIMAL.fullmatch(f[2]):
             continue
         uid = int(f[2])
         if (uid != 0 and not uid_min <= uid < 60000) or f[6].rsplit("/", 1)[-1] in NO_LOGIN_SHELLS:
@@ -172,11 +185,11 @@ def read_host_keys(root: Path, ident: Identity) -> None:
     paths = settings.get("hostkey") or []
     if not paths:
         paths = [f"/etc/ssh/ssh_host_{t}_key" for t in ("rsa", "ecdsa", "ed25519")]
-    for p in paths:
+    for p in (p for p in paths if ".." not in p.split("/")):
         for suffix, mode in (("", 0o600), (".pub", 0o644)):
             try:
-                data = (root / (p + suffix).lstrip("/")).read_bytes()
-            except OSError:
+                data = read_host_bytes(root, (p + suffix).lstrip("/"))
+            except HostFileError:
                 continue
             ident.host_keys["/etc/ssh/" + Path(p + suffix).name] = (data, mode)
 

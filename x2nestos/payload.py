@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from nestos_installer.errors import ConfigError, UsageError
-from x2nestos.identity import Identity
+from x2nestos.identity import NESTOS_SUDO_GROUP, Identity
 from x2nestos.initramfs import Member
 
 SPEC = "3.3.0"
@@ -71,13 +71,35 @@ def parse_user_ignition(data: bytes, source: str) -> Dict[str, Any]:
         conf = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ConfigError(f"parsing Ignition config {source}: not JSON") from e
-    version = conf.get("ignition", {}).get("version") if isinstance(conf, dict) else None
+    except RecursionError:
+        raise ConfigError(f"parsing Ignition config {source}: nested too deeply") from None
+    ign = conf.get("ignition") if isinstance(conf, dict) else None
+    version = ign.get("version") if isinstance(ign, dict) else None
     if version not in SUPPORTED_SPECS:
         raise ConfigError(
             f"parsing Ignition config {source}: unsupported config version {version!r}",
             hint="use Ignition spec " + " to ".join((SUPPORTED_SPECS[0], SUPPORTED_SPECS[-1])),
         )
     return dict(conf)
+
+
+def config_logins(conf: Dict[str, Any]) -> Tuple[List[str], bool]:
+    """(users of a destination config who can log in: an SSH key or a password hash, whether it
+    pulls in other configs that may add more)."""
+    passwd = conf.get("passwd")
+    users = passwd.get("users") if isinstance(passwd, dict) else None
+    out = []
+    for u in users if isinstance(users, list) else []:
+        if not isinstance(u, dict) or not isinstance(u.get("name"), str):
+            continue
+        keys = u.get("sshAuthorizedKeys")
+        has_key = isinstance(keys, list) and any(isinstance(k, str) and k.strip() for k in keys)
+        pw = u.get("passwordHash")
+        if has_key or (isinstance(pw, str) and pw.strip()):
+            out.append(u["name"])
+    cfg = conf.get("ignition", {}).get("config")
+    pulls = isinstance(cfg, dict) and bool(cfg.get("merge") or cfg.get("replace"))
+    return out, pulls
 
 
 def check_ignition_hash(value: str) -> str:
@@ -121,7 +143,7 @@ def dest_ignition(user: DestSource, ident: Identity, keyfiles: Dict[str, str]) -
     for u in ident.users:
         entry: Dict[str, Any] = {"name": u.name, "sshAuthorizedKeys": list(u.keys)}
         if u.admin and u.name != "root":
-            entry["groups"] = ["wheel"]
+            entry["groups"] = [NESTOS_SUDO_GROUP]
         users.append(entry)
     if users:
         conf["passwd"] = {"users": users}

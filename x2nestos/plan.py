@@ -15,7 +15,7 @@ from nestos_installer import disks
 from nestos_installer import run as runner
 from nestos_installer.errors import ConfigError, NestosError, UsageError
 from nestos_installer.signature.policy import Keyring
-from x2nestos import hostfacts, identity, network, preflight
+from x2nestos import hostfacts, identity, netstate, network, preflight
 from x2nestos.artifacts import (
     DEFAULT_STREAM_BASE,
     LiveArtifacts,
@@ -29,6 +29,7 @@ from x2nestos.payload import (
     LivePaths,
     Payload,
     check_ignition_hash,
+    config_logins,
     dest_ignition,
     installer_config,
     parse_user_ignition,
@@ -94,6 +95,10 @@ class ConvertConfig:
     work_dir: Optional[Path] = None
     compression: Compression = Compression.GZIP
     force_unmounted_data: bool = False
+    network_mode: network.NetworkMode = network.NetworkMode.CARRY
+    # interfaces that must be carried besides the default route's (under --host: the one
+    # holding the controller's SSH session)
+    must_carry: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.iso, self.pxe, self.stream) if s]
@@ -143,6 +148,7 @@ class Plan:
     carried: List[str] = field(default_factory=list)
     not_carried: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    interfaces: List[network.IfacePlan] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -167,6 +173,7 @@ class Plan:
             "kernel-command-line": self.cmdline,
             "installer-config": self.payload.installer if self.payload else None,
             "destination-ignition": redacted(self.payload.dest) if self.payload else None,
+            "network": [i.to_json() for i in self.interfaces],
             "network-keyfiles": {
                 n: redacted_keyfile(t)
                 for n, t in (self.payload.keyfiles.items() if self.payload else [])
@@ -208,6 +215,47 @@ def _consoles(cfg: ConvertConfig, arch: str) -> Tuple[List[str], bool]:
             return found, True
     canon = hostfacts.canonical_arch(arch) or "x86_64"
     return list(DEFAULT_CONSOLES.get(canon, ("tty0",))), False
+
+
+def _network(cfg: ConvertConfig, checks: List[Check]) -> network.NetworkFacts:
+    """The network NestOS will have, and the check that it still carries this host."""
+    runtime = netstate.read_runtime(cfg.root)
+    if cfg.network_mode is network.NetworkMode.DHCP:
+        net = network.dhcp_facts(runtime)
+    elif Carry.NETWORK in cfg.carry:
+        net = network.read_network(cfg.root, runtime)
+    else:
+        net = network.NetworkFacts()
+    checks.append(
+        network.check(
+            net,
+            runtime,
+            mode=cfg.network_mode,
+            carried=Carry.NETWORK in cfg.carry,
+            must_carry=cfg.must_carry,
+        )
+    )
+    return net
+
+
+def _carry_lists(
+    ident: identity.Identity, net: network.NetworkFacts
+) -> Tuple[List[str], List[str], List[str]]:
+    """(carried, not carried, notes) of the identity and network readers."""
+    carried = [f"ssh-keys: {len(u.keys)} key(s) of {u.name}" for u in ident.users]
+    carried += [f"host-keys: {p}" for p in sorted(ident.host_keys)]
+    if ident.hostname:
+        carried.append(f"hostname: {ident.hostname}")
+    carried += [f"network: {i.line()}" for i in net.interfaces if i.carried]
+    return carried, ident.not_carried + net.not_carried, ident.notes + net.notes
+
+
+def _login(cfg: ConvertConfig, user: DestSource, ident: identity.Identity) -> Check:
+    given = str(cfg.ignition_file) if cfg.ignition_file else cfg.ignition_url
+    users, pulls = config_logins(user.config) if user.config is not None else ([], False)
+    return preflight.check_login(
+        [u.name for u in ident.users], given, users, unknown=bool(cfg.ignition_url) or pulls
+    )
 
 
 def _artifact_checks(
@@ -268,37 +316,29 @@ def _target(cfg: ConvertConfig) -> Tuple[Optional[disks.TargetDisk], Optional[st
 
 @dataclass(frozen=True)
 class _Carried:
-    """What the host hands to the new system, and what it does not."""
+    """What the identity, network and console readers found (build_plan's middle step)."""
 
     ident: identity.Identity
-    keyfiles: Dict[str, str]
-    naming: List[str]  # interface naming kargs
+    net: network.NetworkFacts
+    naming: List[str]
     consoles: List[str]
     carried: List[str]
     not_carried: List[str]
+    notes: List[str]
 
 
-def _carry(cfg: ConvertConfig, machine: str) -> _Carried:
-    root = cfg.root
+def _carry(cfg: ConvertConfig, machine: str, checks: List[Check]) -> _Carried:
     ident = identity.read_identity(
-        root,
+        cfg.root,
         users=Carry.SSH_KEYS in cfg.carry,
         host_keys=Carry.HOST_KEYS in cfg.carry,
         hostname=Carry.HOSTNAME in cfg.carry,
     )
-    carried = [f"ssh-keys: {len(u.keys)} key(s) of {u.name}" for u in ident.users]
-    carried += [f"host-keys: {p}" for p in sorted(ident.host_keys)]
-    if ident.hostname:
-        carried.append(f"hostname: {ident.hostname}")
-    not_carried = list(ident.not_carried)
-    keyfiles: Dict[str, str] = {}
+    net = _network(cfg, checks)
+    carried, not_carried, notes = _carry_lists(ident, net)
     naming: List[str] = []
     if Carry.NETWORK in cfg.carry:
-        net = network.read_network(root)
-        keyfiles = net.keyfiles
-        carried += [f"network: {n} (from {s})" for n, s in zip(net.keyfiles, net.sources)]
-        not_carried += net.not_carried
-        naming = [a for a in hostfacts.read_cmdline(root).split() if a.startswith(NAMING_KARGS)]
+        naming = [a for a in hostfacts.read_cmdline(cfg.root).split() if a.startswith(NAMING_KARGS)]
         carried += [f"network: kernel argument {a}" for a in naming]
     consoles, from_host = _consoles(cfg, machine)
     carried.append(("console: " if from_host else "console (default): ") + " ".join(consoles))
@@ -307,7 +347,7 @@ def _carry(cfg: ConvertConfig, machine: str) -> _Carried:
         "users' passwords, packages, services, /etc and data on the target "
         "(NestOS is installed fresh)"
     ]
-    return _Carried(ident, keyfiles, naming, consoles, carried, not_carried)
+    return _Carried(ident, net, naming, consoles, carried, not_carried, notes)
 
 
 def _user_ignition(cfg: ConvertConfig) -> DestSource:
@@ -350,15 +390,7 @@ def _payload(
     """The payload archive and its size; what stops it becomes a FAIL check."""
     try:
         user = _user_ignition(cfg)
-        if user == DestSource() and not c.ident.users:
-            checks.append(
-                Check(
-                    "login",
-                    Status.FAIL,
-                    "no --ignition-file/--ignition-url and "
-                    "no SSH keys carried: nobody could log in to the new system",
-                )
-            )
+        checks.append(_login(cfg, user, c.ident))
         if target is None or not target.stable_path:
             return None, 0
         paths = LivePaths(art.prefix if art else "nestos")
@@ -370,9 +402,9 @@ def _payload(
             append_karg=tuple(c.naming) + cfg.dest_kargs,
         )
         payload = Payload(
-            dest_ignition(user, c.ident, c.keyfiles),
+            dest_ignition(user, c.ident, c.net.keyfiles),
             inst,
-            c.keyfiles,
+            c.net.keyfiles,
             target_check_script(target.stable_path, target.size, target.serial),
             paths,
         )
@@ -429,7 +461,7 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     checks += preflight.check_target(
         target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
     )
-    c = _carry(cfg, machine)
+    c = _carry(cfg, machine, checks)
     payload, size = _payload(cfg, target, art, c, checks)
     kargs = list(art.live_kargs if art else []) + c.naming + list(cfg.live_kargs)
     kargs += [f"console={x}" for x in c.consoles]
@@ -447,7 +479,8 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         " ".join(kargs),
         c.carried,
         c.not_carried,
-        c.ident.notes + _save_notes(cfg, target),
+        c.notes + _save_notes(cfg, target),
+        c.net.interfaces,
     )
 
 

@@ -338,3 +338,34 @@ def check_target(
 
 def verdict(checks: Sequence[Check]) -> bool:
     return not any(c.status.blocks for c in checks)
+
+
+def check_login(
+    carried: Sequence[str], given: Optional[str], config_users: Sequence[str], unknown: bool
+) -> Check:
+    """The new system needs a user with an SSH key or a password hash the user gave explicitly.
+
+    `given`: the -i file or -I URL; `unknown`: its users cannot be seen from here (a URL, or a
+    config that merges others)."""
+    who = list(carried) + [u for u in config_users if u not in carried]
+    if who:
+        return Check("login", Status.OK, "users who can log in: " + ", ".join(who))
+    if given is None:
+        return Check(
+            "login",
+            Status.FAIL,
+            "no --ignition-file/--ignition-url and "
+            "no SSH keys carried: nobody could log in to the new system",
+        )
+    if unknown:
+        return Check(
+            "login",
+            Status.WARN,
+            f"users of {given} are not visible here: it must give one an SSH key or a password",
+        )
+    return Check(
+        "login",
+        Status.FAIL,
+        f"{given} has no user with an SSH key or a password hash and no SSH keys are "
+        "carried: nobody could log in to the new system (add one, or --carry ssh-keys)",
+    )

@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from fixtures.hostfacts.hosttree import GpgKey, build_host, build_iso, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, GpgKey, build_host, build_iso, build_pxe
 from helpers.capabilities import require_tools
 from helpers.tools import X2NESTOS
 
@@ -35,7 +35,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("media")
     build_pxe(d / "pxe")
     build_iso(d / "live.iso", d / "work")
-    (d / "user.ign").write_text('{"ignition":{"version":"3.3.0"}}\n')
+    (d / "user.ign").write_text(LOGIN_IGN)
     return d
 
 
@@ -103,7 +103,11 @@ def test_plan_shows_everything(tmp_path: Path, media: Path) -> None:
     users = {u["name"]: u for u in d["destination-ignition"]["passwd"]["users"]}
     assert tree.keys["alice"] in users["alice"]["sshAuthorizedKeys"]
     assert "ens3.nmconnection" in d["network-keyfiles"]
-    assert any("bond0" in n for n in d["not-carried"])
+    assert "bond0.nmconnection" in d["network-keyfiles"]
+    nets = {i["interface"]: i for i in d["network"]}
+    assert nets["ens3"]["becomes"] == "static" and "192.0.2.1" in nets["ens3"]["detail"]
+    assert nets["ens4"]["becomes"] == "dhcp" and nets["ens5"]["becomes"] == "port of bond0"
+    assert {"check": "network", "status": "ok", "detail": "carried: ens3: static"} in d["checks"]
     assert "PRIVATE KEY" not in proc.stdout
     human = x2n(
         "--root",
@@ -121,6 +125,7 @@ def test_plan_shows_everything(tmp_path: Path, media: Path) -> None:
         "== destination Ignition",
         "== NOT carried",
         "== network keyfile ens3.nmconnection",
+        "== network on NestOS",
         "partitions kept: vda3 (data)",
     ):
         assert section in human
@@ -268,3 +273,51 @@ def test_usage_errors(tmp_path: Path, media: Path) -> None:
     assert proc.returncode == 2
     proc = x2n("--root", tmp_path / "root", "plan", "--carry", "passwords", check=False)
     assert "unknown --carry item 'passwords'" in _one_error(proc)
+
+
+def test_plan_lists_what_host_files_cannot_carry(tmp_path: Path, media: Path) -> None:
+    """issue 19: typos and odd files in host config are listed with file and reason (never a
+    traceback); the default route's interface blocks until fixed or --network dhcp."""
+    build_host(tmp_path, network="ifcfg")
+    scripts = tmp_path / "etc/sysconfig/network-scripts"
+    (scripts / "ifcfg-eth0").write_text("DEVICE=eth0\nIPADDR=999.1.1.1\nPREFIX=16\n")
+    (scripts / "ifcfg-eth1").mkdir()
+    (tmp_path / "etc/netplan").mkdir(parents=True)
+    (tmp_path / "etc/netplan/01.yaml").write_bytes(b"network:\n  ethernets: {\xff}\n")
+    (tmp_path / "etc/passwd").write_text("root:x:\u00b2:0:root:/root:/bin/bash\n")
+    args = ["--root", tmp_path, "plan", "--json", "--pxe", media / "pxe", "-i", media / "user.ign"]
+    proc = x2n(*args, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr == ""
+    d = json.loads(proc.stdout)
+    assert not d["ok"]
+    assert {
+        "network: eth0 in /etc/sysconfig/network-scripts/ifcfg-eth0: IPADDR '999.1.1.1' is not an "
+        "IP address",
+        "network: eth1 in /etc/sysconfig/network-scripts/ifcfg-eth1: not a regular file",
+        "network: /etc/netplan/01.yaml: not UTF-8 (byte 23)",
+    } <= set(d["not-carried"])
+    failed = {c["check"]: c["detail"] for c in d["checks"] if c["status"] == "fail"}
+    assert set(failed) == {"network"} and "eth0 is not carried" in failed["network"]
+    proc = x2n(*args, "--network", "dhcp")
+    d = json.loads(proc.stdout)
+    assert d["ok"] and d["network-keyfiles"] == {}
+    assert d["network"] == [
+        {
+            "interface": "eth0",
+            "becomes": "dhcp",
+            "detail": "--network dhcp",
+            "from": "NestOS default",
+        }
+    ]
+    human = x2n("--root", tmp_path, "plan", "--pxe", media / "pxe", "-i", media / "user.ign",
+                check=False).stdout  # fmt: skip
+    assert "== network on NestOS\n  eth0: not carried (IPADDR '999.1.1.1' is not an IP" in human
+
+
+def test_deep_user_ignition_is_one_line(tmp_path: Path, media: Path) -> None:
+    build_host(tmp_path / "root")
+    deep = tmp_path / "deep.ign"
+    deep.write_text("[" * 100000)
+    proc = x2n("--root", tmp_path / "root", "convert", "--yes", "--build-only", "--insecure",
+               "--pxe", media / "pxe", "-i", deep, check=False)  # fmt: skip
+    assert f"ignition: parsing Ignition config {deep}: nested too deeply" in _one_error(proc)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hostfacts.hosttree import GpgKey, build_host, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, GpgKey, build_host, build_pxe
 from fixtures.initrd.gen_initrds import negative_size_cpio
 from fixtures.iso import gen_isos
 from helpers.capabilities import require, require_tools
@@ -76,7 +76,7 @@ def test_doctor_json_on_fake_root(pyz: Path, tmp_path: Path, interp: str) -> Non
     build_host(tmp_path / "root")
     build_pxe(tmp_path / "pxe")
     ign = tmp_path / "u.ign"
-    ign.write_text('{"ignition":{"version":"3.3.0"}}')
+    ign.write_text(LOGIN_IGN)
     proc = subprocess.run(
         [
             interp,
@@ -156,7 +156,7 @@ def test_shipped_key_inside_the_zipapp_verifies(pyz: Path, tmp_path: Path) -> No
             signer.sign(p)
         keyed = _keyed_pyz(pyz, signer, tmp_path / "keyed.pyz")
         ign = tmp_path / "u.ign"
-        ign.write_text('{"ignition":{"version":"3.3.0"}}')
+        ign.write_text(LOGIN_IGN)
         argv = [python3(), "-I", "-S", str(keyed), "--root", str(tmp_path / "root"), "convert"]
         argv += ["--yes", "--build-only", "--pxe", str(tmp_path / "pxe"), "-i", str(ign)]
         proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)

@@ -11,15 +11,16 @@ from typing import Optional
 
 import pytest
 
-from fixtures.hostfacts.hosttree import GiB, build_host, build_iso, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, GiB, build_host, build_iso, build_pxe
 from helpers.capabilities import require_tools
 from nestos_installer import disks
 from nestos_installer.errors import NestosError, UsageError
 from x2nestos import preflight
 from x2nestos.convert import convert
-from x2nestos.plan import Carry, ConvertConfig, build_plan
+from x2nestos.network import NetworkMode
+from x2nestos.plan import DEFAULT_CARRY, Carry, ConvertConfig, build_plan
 
-IGN = b'{"ignition":{"version":"3.3.0"}}\n'
+IGN = LOGIN_IGN.encode()
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +302,77 @@ def test_console_only_where_the_installer_supports_it(tmp_path: Path) -> None:
     plan = build_plan(_cfg(tmp_path / "root", tmp_path / "new"))
     assert plan.payload is not None
     assert plan.payload.installer["console"] == ["tty0", "ttyS0,115200n8"]
+
+
+@pytest.mark.parametrize(
+    "ign,carry,status,text",
+    [
+        ('{"ignition":{"version":"3.3.0"}}', DEFAULT_CARRY, "fail", "has no user with an SSH key"),
+        ('{"ignition":{"version":"3.3.0"}}', frozenset(Carry), "ok", "alice"),
+        (
+            '{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core",'
+            '"passwordHash":"$6$x$y"}]}}',
+            DEFAULT_CARRY,
+            "ok",
+            "core",
+        ),
+        (
+            '{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core",'
+            '"sshAuthorizedKeys":[]}]}}',
+            DEFAULT_CARRY,
+            "fail",
+            "nobody could log in",
+        ),
+        (
+            '{"ignition":{"version":"3.3.0","config":{"merge":[{"source":"https://h/a.ign"}]}}}',
+            DEFAULT_CARRY,
+            "warn",
+            "not visible here",
+        ),
+    ],
+)
+def test_login_rule(
+    tmp_path: Path, pxe: Path, ign: str, carry: frozenset, status: str, text: str
+) -> None:
+    """issue 17: someone must be able to log in: a carried key, or a key or password hash in
+    the user's config; a config that pulls in others cannot be checked here (warning)."""
+    build_host(tmp_path)
+    cfg = _cfg(tmp_path, pxe, carry=carry)
+    assert cfg.ignition_file is not None
+    cfg.ignition_file.write_text(ign)
+    plan = build_plan(cfg)
+    login = next(c for c in plan.checks if c.name == "login")
+    assert login.status.value == status and text in login.detail, login
+    assert plan.ok is (status != "fail")
+
+
+def test_network_dhcp_and_default_route(tmp_path: Path, pxe: Path) -> None:
+    """The default route's interface must be carried unless --network dhcp."""
+    build_host(tmp_path, network="ifcfg")
+    bad = tmp_path / "etc/sysconfig/network-scripts/ifcfg-eth0"
+    bad.write_text(bad.read_text().replace("IPADDR=10.1.2.3", "IPADDR=999.1.2.3"))
+    plan = build_plan(_cfg(tmp_path, pxe))
+    assert (
+        "eth0 is not carried (IPADDR '999.1.2.3' is not an IP address)" in _failed(plan)["network"]
+    )
+    assert {"interface": "eth0", "becomes": "not carried"}.items() <= plan.to_json()["network"][
+        0
+    ].items()
+    plan = build_plan(_cfg(tmp_path, pxe, network_mode=NetworkMode.DHCP))
+    assert plan.ok and plan.payload is not None and plan.payload.keyfiles == {}
+    assert [i.becomes for i in plan.interfaces] == ["dhcp"]
+    plan = build_plan(_cfg(tmp_path, pxe, carry=frozenset({Carry.CONSOLE})))
+    assert "network is not in --carry" in _failed(plan)["network"]
+    bad.write_text(bad.read_text().replace("999.1.2.3", "10.1.2.3"))
+    plan = build_plan(_cfg(tmp_path, pxe, must_carry=("eth7",)))
+    assert "eth7 is not carried" in _failed(plan)["network"]
+
+
+def test_user_ignition_nested_too_deeply(tmp_path: Path, pxe: Path) -> None:
+    build_host(tmp_path)
+    cfg = _cfg(tmp_path, pxe)
+    assert cfg.ignition_file is not None
+    cfg.ignition_file.write_text("[" * 100000)
+    assert "nested too deeply" in _failed(build_plan(cfg))["ignition"]
+    cfg.ignition_file.write_text('{"ignition": [1]}')
+    assert "unsupported config version" in _failed(build_plan(cfg))["ignition"]

@@ -121,7 +121,7 @@ def test_stream_refusals(served: tuple) -> None:
 
 def test_convert_from_stream_build_only(served: tuple, tmp_path: Path) -> None:
     """Host checks first, then download + verify into the staging dir, then stage."""
-    from fixtures.hostfacts.hosttree import build_host
+    from fixtures.hostfacts.hosttree import LOGIN_IGN, build_host
     from x2nestos.convert import convert
     from x2nestos.plan import ConvertConfig
 
@@ -129,7 +129,7 @@ def test_convert_from_stream_build_only(served: tuple, tmp_path: Path) -> None:
     root = tmp_path / "root"
     build_host(root)
     ign = tmp_path / "u.ign"
-    ign.write_text('{"ignition":{"version":"3.3.0"}}')
+    ign.write_text(LOGIN_IGN)
     cfg = ConvertConfig(
         root=root, stream="test", stream_base_url=base, keyrings=(key.public,), ignition_file=ign
     )
