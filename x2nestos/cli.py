@@ -129,29 +129,23 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
     top.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
-    doc = sub.add_parser(
-        "doctor",
-        formatter_class=_formatter,
-        help="check whether this host can be converted",
-        description="Check whether this host can be converted; exits non-zero if not.",
-    )
-    _common(doc)
-    doc.add_argument("--json", action="store_true", help="machine-readable output")
-    pl = sub.add_parser(
-        "plan",
-        formatter_class=_formatter,
-        help="show what convert would do",
-        description="Show everything convert would do; change nothing.",
-    )
-    _common(pl)
-    pl.add_argument("--json", action="store_true", help="machine-readable output")
-    cv = sub.add_parser(
-        "convert",
-        formatter_class=_formatter,
-        help="convert this host",
-        description="Check, stage the live system with kexec, confirm, jump.",
-    )
-    _common(cv)
+    verbs = {}
+    for name, help_text, description in (
+        (
+            "doctor",
+            "check whether this host can be converted",
+            "Check whether this host can be converted; exits non-zero if not.",
+        ),
+        ("plan", "show what convert would do", "Show everything convert would do; change nothing."),
+        ("convert", "convert this host", "Check, stage the live system with kexec, confirm, jump."),
+    ):
+        verbs[name] = sub.add_parser(
+            name, formatter_class=_formatter, help=help_text, description=description
+        )
+        _common(verbs[name])
+    for name in ("doctor", "plan"):
+        verbs[name].add_argument("--json", action="store_true", help="machine-readable output")
+    cv = verbs["convert"]
     cv.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     cv.add_argument(
         "--stage-only",

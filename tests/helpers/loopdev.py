@@ -11,7 +11,7 @@ from typing import Iterator
 from helpers.capabilities import require_loop
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess:
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=False, capture_output=True, text=True)
 
 

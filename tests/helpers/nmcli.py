@@ -77,7 +77,7 @@ def nmcli_offline() -> Optional[Tuple[Tuple[str, ...], Tuple[Tuple[str, str], ..
     return tuple(found[0]), tuple(sorted(found[1].items()))
 
 
-def normalise(text: str) -> subprocess.CompletedProcess:
+def normalise(text: str) -> subprocess.CompletedProcess[str]:
     """NetworkManager's reading of a keyfile: rc 0 and the keyfile it would write, or an error."""
     tool = nmcli_offline()
     assert tool is not None

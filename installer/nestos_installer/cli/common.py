@@ -23,6 +23,17 @@ def progress_option(f: Any) -> Any:
     )(f)
 
 
+keyfile_option = click.option(
+    "-k",
+    "--keyfile",
+    "keyfiles",
+    metavar="PATH",
+    multiple=True,
+    required=True,
+    help="NetworkManager keyfile to embed.",
+)
+
+
 def refuse_tty_stdout() -> None:
     """Binary output to a terminal is refused (as coreos-installer does)."""
     if sys.stdout.isatty():

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO, Optional, Tuple
 
 import click
 
-from nestos_installer.cli.common import echo_err, refuse_tty_stdout
+from nestos_installer.cli.common import echo_err, keyfile_option, refuse_tty_stdout
 from nestos_installer.cpio import printable
 from nestos_installer.live import customize as cust
 from nestos_installer.live import isoops, miniso
@@ -146,15 +146,7 @@ def network_group() -> None:
 
 
 @network_group.command("embed", context_settings=CTX)
-@click.option(
-    "-k",
-    "--keyfile",
-    "keyfiles",
-    metavar="PATH",
-    multiple=True,
-    required=True,
-    help="NetworkManager keyfile to embed.",
-)
+@keyfile_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing network settings.")
 @output_option
 @iso_arg

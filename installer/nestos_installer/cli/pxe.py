@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import click
 
-from nestos_installer.cli.common import echo_err, refuse_tty_stdout
+from nestos_installer.cli.common import echo_err, keyfile_option, refuse_tty_stdout
 from nestos_installer.cli.iso import CTX, _print_network, _read_input, customize_options
 from nestos_installer.live import customize as cust
 from nestos_installer.live import pxeops
@@ -73,15 +73,7 @@ def network_group() -> None:
 
 
 @network_group.command("wrap", context_settings=CTX)
-@click.option(
-    "-k",
-    "--keyfile",
-    "keyfiles",
-    metavar="PATH",
-    multiple=True,
-    required=True,
-    help="NetworkManager keyfile to embed.",
-)
+@keyfile_option
 @click.option("-o", "--output", metavar="PATH", default="-", help="Output file [default: stdout].")
 def network_wrap(keyfiles: Tuple[str, ...], output: str) -> None:
     """Wrap network settings in an initrd image."""
