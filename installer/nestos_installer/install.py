@@ -15,9 +15,10 @@ import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from nestos_installer import blockdev, bootconfig, disks, gpt, ignition, source, writer
+from nestos_installer.cabundle import check_ca_bundle
 from nestos_installer.errors import (
     ConfigError,
     HashMismatch,
@@ -115,30 +116,18 @@ def load_ignition(cfg: InstallConfig, fetcher: Fetcher) -> Optional[bytes]:
     return data
 
 
-def _check_ca(paths: Sequence[Path]) -> None:
-    from cryptography import x509
-
-    for p in paths:
-        try:
-            certs = x509.load_pem_x509_certificates(p.read_bytes())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"reading CA certificate bundle {p}") from e
-        if not certs:
-            raise ConfigError(f"no PEM certificate found in {p}")
-
-
 def _make_fetcher(cfg: InstallConfig, stack: ExitStack) -> Fetcher:
     ca: Optional[Path] = None
     if cfg.ignition_ca:
-        _check_ca(cfg.ignition_ca)
+        bundles = [check_ca_bundle(p) for p in cfg.ignition_ca]
         if len(cfg.ignition_ca) == 1:
             ca = cfg.ignition_ca[0]
         else:
             fd, name = tempfile.mkstemp(prefix="nestos-installer-ca-")
             stack.callback(os.unlink, name)
             with os.fdopen(fd, "wb") as f:
-                for p in cfg.ignition_ca:
-                    f.write(p.read_bytes() + b"\n")
+                for data in bundles:
+                    f.write(data + b"\n")
             ca = Path(name)
     return Fetcher(cfg.fetch_retries, ca_bundle=ca)
 

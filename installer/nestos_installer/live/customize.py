@@ -1,6 +1,6 @@
 """`iso customize` / `pxe customize`: generate live/dest Ignition configs and installer files.
 
-Imports `live.*`, `kargs`, `run`, `errors`, PyYAML and cryptography; never prints (messages are
+Imports `live.*`, `kargs`, `cabundle`, `run`, `errors` and PyYAML; never prints (messages are
 returned). Generated configs are Ignition spec 3.3.0 with gzip+base64 data-URL resources.
 """
 
@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
+from nestos_installer.cabundle import check_ca_bundle
 from nestos_installer.errors import ConfigError, ImageFormatError, NestosError, UsageError
 from nestos_installer.kargs import edit_kargs
 from nestos_installer.live import outputs
@@ -148,18 +149,6 @@ def parse_installer_config(path: str) -> Tuple[bytes, Dict[str, Any]]:
     return raw, obj
 
 
-def check_ca(path: str) -> bytes:
-    from cryptography.x509 import load_pem_x509_certificates
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        load_pem_x509_certificates(data)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"reading CA certificate bundle {path}") from e
-    return data
-
-
 def nmstate_keyfiles(path: str) -> List[Tuple[str, bytes]]:
     """NetworkManager keyfiles generated from an nmstate document by `nmstatectl gc`."""
     if not have_tool("nmstatectl"):
@@ -241,8 +230,34 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
     initrd = Initrd()
     live = _LiveConfig()
     msgs: List[str] = []
-    inst: Dict[str, Any] = {}
     dest_configs = [(p, parse_ignition(p)) for p in opts.dest_ignition]
+    inst = _dest_options(opts, features, msgs)
+    keyfiles = _network_keyfiles(opts, features)
+    for name, data in keyfiles:
+        if initrd.get(NETWORK_DIR + name) is not None:
+            raise UsageError(f"config already specifies keyfile {name}")
+        initrd.add(NETWORK_DIR + name, data)
+    cas = [check_ca_bundle(p) for p in opts.ignition_ca]
+    live.cas.extend(resource(c) for c in cas)
+    _add_scripts(opts, live, tool)
+    user_inst = _add_installer_configs(opts, features, live)
+    for p in opts.live_ignition:
+        parse_ignition(p)
+        with open(p, "rb") as f:
+            live.merge.append(resource(f.read()))
+    # finalisation
+    if dest_configs:
+        live.add_file(DEST_IGN, _dest_config([c for _, c in dest_configs], cas), 0o600)
+        inst = {"ignition-file": DEST_IGN, **inst}
+    _add_installer_yaml(inst, user_inst, bool(keyfiles), features, live, msgs)
+    if not live.empty():
+        initrd.add(CONFIG_IGN, live.to_json())
+    return Result(initrd, msgs)
+
+
+def _dest_options(opts: CustomizeOptions, features: Features, msgs: List[str]) -> Dict[str, Any]:
+    """The installer settings the --dest-* options give (the config file's keys)."""
+    inst: Dict[str, Any] = {}
     if opts.dest_device:
         inst["dest-device"] = opts.dest_device
     if opts.dest_console:
@@ -257,6 +272,10 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
             )
     if opts.dest_karg_delete:
         inst["delete-karg"] = list(opts.dest_karg_delete)
+    return inst
+
+
+def _network_keyfiles(opts: CustomizeOptions, features: Features) -> List[Tuple[str, bytes]]:
     keyfiles: List[Tuple[str, bytes]] = []
     for k in opts.network_keyfile:
         if not features.live_initrd_network:
@@ -267,12 +286,10 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
         if not features.live_initrd_network:
             raise UsageError(NO_NET)
         keyfiles.extend(nmstate_keyfiles(n))
-    for name, data in keyfiles:
-        if initrd.get(NETWORK_DIR + name) is not None:
-            raise UsageError(f"config already specifies keyfile {name}")
-        initrd.add(NETWORK_DIR + name, data)
-    cas = [check_ca(p) for p in opts.ignition_ca]
-    live.cas.extend(resource(c) for c in cas)
+    return keyfiles
+
+
+def _add_scripts(opts: CustomizeOptions, live: _LiveConfig, tool: str) -> None:
     for kind, scripts in (("pre", opts.pre_install), ("post", opts.post_install)):
         for s in scripts:
             name = os.path.basename(s)
@@ -280,33 +297,44 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
             with open(s, "rb") as f:
                 live.add_file(path, f.read(), 0o700)
             live.add_unit(f"{kind}-install-{name}.service", _unit(kind, name, path, tool))
-    counter = 0
+
+
+def _add_installer_configs(
+    opts: CustomizeOptions, features: Features, live: _LiveConfig
+) -> List[Dict[str, Any]]:
+    """The user's installer config files, numbered in order; returns their contents."""
     user_inst: List[Dict[str, Any]] = []
-    for p in opts.installer_config:
+    for counter, p in enumerate(opts.installer_config):
         raw, obj = parse_installer_config(p)
         if not features.installer_config:
             raise UsageError(NO_INSTALLER)
         live.add_file(f"{INSTALLER_D}/{counter:04d}-{os.path.basename(p)}", raw, 0o600)
         user_inst.append(obj)
-        counter += 1
-    for p in opts.live_ignition:
-        parse_ignition(p)
-        with open(p, "rb") as f:
-            live.merge.append(resource(f.read()))
-    # finalisation
-    if dest_configs:
-        if len(dest_configs) == 1 and not cas:
-            dest = compact(dest_configs[0][1])
-        else:
-            merged: Dict[str, Any] = {
-                "version": GENERATED_VERSION,
-                "config": {"merge": [resource(compact(c)) for _, c in dest_configs]},
-            }
-            if cas:
-                merged["security"] = {"tls": {"certificateAuthorities": [resource(c) for c in cas]}}
-            dest = compact({"ignition": merged})
-        live.add_file(DEST_IGN, dest, 0o600)
-        inst = {"ignition-file": DEST_IGN, **inst}
+    return user_inst
+
+
+def _dest_config(configs: List[Dict[str, Any]], cas: List[bytes]) -> bytes:
+    """The destination Ignition config: the one given, or a merge of them plus the CAs."""
+    if len(configs) == 1 and not cas:
+        return compact(configs[0])
+    merged: Dict[str, Any] = {
+        "version": GENERATED_VERSION,
+        "config": {"merge": [resource(compact(c)) for c in configs]},
+    }
+    if cas:
+        merged["security"] = {"tls": {"certificateAuthorities": [resource(c) for c in cas]}}
+    return compact({"ignition": merged})
+
+
+def _add_installer_yaml(
+    inst: Dict[str, Any],
+    user_inst: List[Dict[str, Any]],
+    has_keyfiles: bool,
+    features: Features,
+    live: _LiveConfig,
+    msgs: List[str],
+) -> None:
+    """Our installer config file, after the user's ones, and the notice of what boot does."""
     if inst or user_inst:
         dev = inst.get("dest-device") or next(
             (u["dest-device"] for u in reversed(user_inst) if u.get("dest-device")), None
@@ -316,7 +344,7 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
             if dev
             else "Boot media will automatically run installer."
         )
-        if keyfiles:
+        if has_keyfiles:
             inst["copy-network"] = True
     if inst:
         if not features.installer_config:
@@ -324,10 +352,7 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
         order = {k: i for i, k in enumerate(INSTALLER_KEYS)}
         ordered = dict(sorted(inst.items(), key=lambda kv: order[kv[0]]))
         text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False).encode()
-        live.add_file(f"{INSTALLER_D}/{counter:04d}-customize.yaml", text, 0o600)
-    if not live.empty():
-        initrd.add(CONFIG_IGN, live.to_json())
-    return Result(initrd, msgs)
+        live.add_file(f"{INSTALLER_D}/{len(user_inst):04d}-customize.yaml", text, 0o600)
 
 
 def customize_iso(
