@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 
 import click
 
+from nestos_installer.cli.common import utf8
 from nestos_stream import DEFAULT_BASE_URL, DEFAULT_STREAM
 
 if TYPE_CHECKING:
@@ -30,13 +31,20 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
 
 @click.command("download")
 @click.option(
-    "-s", "--stream", default=DEFAULT_STREAM, show_default=True, metavar="NAME", help="Stream name."
+    "-s",
+    "--stream",
+    default=DEFAULT_STREAM,
+    show_default=True,
+    metavar="NAME",
+    callback=utf8,
+    help="Stream name.",
 )
 @click.option(
     "-a",
     "--architecture",
     default=None,
     metavar="ARCH",
+    callback=utf8,
     help="Architecture [default: this machine's].",
 )
 @click.option(
@@ -46,6 +54,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     default="metal",
     show_default=True,
     metavar="NAME",
+    callback=utf8,
     help="Platform name.",
 )
 @click.option(
@@ -55,6 +64,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     default="raw.xz",
     show_default=True,
     metavar="FORMAT",
+    callback=utf8,
     help="Image format (raw.xz, 4k.raw.xz, iso, pxe...).",
 )
 @click.option(
@@ -62,6 +72,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     "--image-url",
     default=None,
     metavar="URL",
+    callback=utf8,
     help="Download this URL instead (signature at URL.sig).",
 )
 @click.option(
@@ -83,6 +94,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     "--stream-base-url",
     default=DEFAULT_BASE_URL,
     metavar="URL",
+    callback=utf8,
     help="Base URL of the stream metadata.",
 )
 @click.option(
@@ -148,12 +160,19 @@ def download_cmd(
 
 @click.command("list-stream")
 @click.option(
-    "-s", "--stream", default=DEFAULT_STREAM, show_default=True, metavar="NAME", help="Stream name."
+    "-s",
+    "--stream",
+    default=DEFAULT_STREAM,
+    show_default=True,
+    metavar="NAME",
+    callback=utf8,
+    help="Stream name.",
 )
 @click.option(
     "--stream-base-url",
     default=DEFAULT_BASE_URL,
     metavar="URL",
+    callback=utf8,
     help="Base URL of the stream metadata.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
