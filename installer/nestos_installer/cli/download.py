@@ -155,7 +155,7 @@ def download_cmd(
         progress=ProgressMode(progress),
     )
     for path in download(config):
-        click.echo(str(path))
+        _echo(str(path))
 
 
 @click.command("list-stream")
@@ -197,7 +197,13 @@ def list_stream_cmd(stream: str, stream_base_url: str, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     for line in format_table(rows):
-        click.echo(line)
+        _echo(line)
+
+
+def _echo(text: str) -> None:
+    """A line of text from the server (names in the stream): lone surrogates, which a stream
+    document may hold, are shown escaped rather than failing the output."""
+    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def _log_to_stderr() -> None:
