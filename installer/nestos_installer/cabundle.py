@@ -1,9 +1,6 @@
-"""PEM CA certificate bundles (`--ignition-ca`): checked up front, before anything uses them.
-
-They add to the trust an HTTPS fetch has anyway (as Ignition's CAs do): `trust_bundle`.
-Standard library only (`ssl` parses them, as the TLS stack that will trust them does); imports
-`errors` and `untrusted` only.
-"""
+"""PEM CA certificate bundles (`--ignition-ca`): checked up front, and added to the default trust
+(as Ignition's CAs are). Standard library only (`ssl` parses them, as the TLS stack that will trust
+them does); imports `errors` and `untrusted` only."""
 
 from __future__ import annotations
 

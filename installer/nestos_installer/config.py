@@ -1,10 +1,6 @@
-"""Installer config: the one schema of `install`'s options as YAML keys, and the one parser of
-`install --config-file`, /etc/nestos/installer.d/*.yaml and `iso|pxe customize --installer-config`.
-
-Files apply in order, then the command line: scalars last-wins, lists concatenate, a
-destination device given twice is an error. Imports `errors`, `untrusted` and the value parsers
-of the concepts the keys configure (bootconfig, gpt, ...); PyYAML only when parsing.
-"""
+"""Installer config: the one schema of `install`'s options as YAML keys and the one parser of
+install -c, installer.d and iso|pxe customize --installer-config (files in order, then the command
+line). Imports `errors`, `untrusted`, `kargs` and, lazily, the value parsers and PyYAML."""
 
 from __future__ import annotations
 
@@ -15,64 +11,43 @@ from nestos_installer import untrusted
 from nestos_installer.errors import ConfigError, NestosError, UsageError
 from nestos_installer.kargs import check_arg
 
-LIST_KEYS = (
-    "console",
-    "append-karg",
-    "delete-karg",
-    "save-partlabel",
-    "save-partindex",
-    "keyring",
-    "ignition-ca",
+SCHEMA: Tuple[Tuple[str, str], ...] = (
+    ("stream", "scalar"),
+    ("image-url", "scalar"),
+    ("image-file", "scalar"),
+    ("ignition-file", "scalar"),
+    ("ignition-url", "scalar"),
+    ("ignition-hash", "scalar"),
+    ("ignition-ca", "list"),
+    ("architecture", "scalar"),
+    ("platform", "scalar"),
+    ("console", "list"),
+    ("firstboot-args", "scalar"),
+    ("append-karg", "list"),
+    ("delete-karg", "list"),
+    ("copy-network", "flag"),
+    ("network-dir", "scalar"),
+    ("save-partlabel", "list"),
+    ("save-partindex", "list"),
+    ("offline", "flag"),
+    ("insecure", "flag"),
+    ("insecure-ignition", "flag"),
+    ("stream-base-url", "scalar"),
+    ("keyring", "list"),
+    ("preserve-on-error", "flag"),
+    ("fetch-retries", "scalar"),
+    ("progress", "scalar"),
+    ("dest-device", "scalar"),
 )
-FLAG_KEYS = ("copy-network", "offline", "insecure", "insecure-ignition", "preserve-on-error")
-SCALAR_KEYS = (
-    "dest-device",
-    "stream",
-    "image-url",
-    "image-file",
-    "ignition-file",
-    "ignition-url",
-    "ignition-hash",
-    "architecture",
-    "platform",
-    "network-dir",
-    "stream-base-url",
-    "fetch-retries",
-    "firstboot-args",
-    "progress",
-)
-ALL_KEYS = (*SCALAR_KEYS, *LIST_KEYS, *FLAG_KEYS)
-"""The long options of `install` but --config-file and --plan (a test holds them equal)."""
-FILE_ORDER = (
-    "stream",
-    "image-url",
-    "image-file",
-    "ignition-file",
-    "ignition-url",
-    "ignition-hash",
-    "ignition-ca",
-    "architecture",
-    "platform",
-    "console",
-    "firstboot-args",
-    "append-karg",
-    "delete-karg",
-    "copy-network",
-    "network-dir",
-    "save-partlabel",
-    "save-partindex",
-    "offline",
-    "insecure",
-    "insecure-ignition",
-    "stream-base-url",
-    "keyring",
-    "preserve-on-error",
-    "fetch-retries",
-    "progress",
-    "dest-device",
-)
-"""Key order of the files we write: coreos-installer's field order (byte-identical customized
-images), NestOS' own keys beside their relatives."""
+"""Every key (a long option of `install` but --config-file and --plan; a test holds them equal)
+and its kind: a string, a list of strings (a single string is taken as a list of one) or a
+boolean. In the order of the files we write: coreos-installer's field order (byte-identical
+customized images), NestOS' own keys beside their relatives."""
+FILE_ORDER = tuple(key for key, _ in SCHEMA)
+SCALAR_KEYS = tuple(key for key, kind in SCHEMA if kind == "scalar")
+LIST_KEYS = tuple(key for key, kind in SCHEMA if kind == "list")
+FLAG_KEYS = tuple(key for key, kind in SCHEMA if kind == "flag")
+ALL_KEYS = FILE_ORDER
 INSTALLER_D = Path("/etc/nestos/installer.d")
 
 Value = Union[str, bool, List[str]]
@@ -210,7 +185,8 @@ def parse_file(path: Path) -> Dict[str, Value]:
 
 
 def merge(layers: Sequence[Tuple[str, Dict[str, Value]]]) -> Dict[str, Value]:
-    """Merge layers in order (files first, command line last)."""
+    """Merge layers in order (files first, command line last): scalars last-wins, lists
+    concatenate, a destination device given twice is an error."""
     merged: Dict[str, Value] = {}
     device_from = None
     for src, layer in layers:

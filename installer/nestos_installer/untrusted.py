@@ -1,9 +1,6 @@
-"""Untrusted input read whole: local files under a size cap (a FIFO, a device or a directory never
-hangs or exhausts memory) and JSON/YAML documents parsed under size and depth bounds.
-
-Standard library only (PyYAML is imported when a YAML document is parsed), Python 3.7+; imports
-`errors` only. Every failure is the caller's typed error, naming the source.
-"""
+"""Untrusted input read whole: local files under a size cap (a FIFO, device or directory never hangs
+or exhausts memory), JSON/YAML parsed under size and depth bounds, failures typed, source named.
+Standard library only (PyYAML imported to parse YAML), Python 3.7+; imports `errors` only."""
 
 from __future__ import annotations
 

@@ -29,8 +29,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
         raise click.BadParameter(str(e)) from None
 
 
-@click.command("download")
-@click.option(
+_stream_option = click.option(
     "-s",
     "--stream",
     default=DEFAULT_STREAM,
@@ -39,6 +38,10 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     callback=utf8,
     help="Stream name.",
 )
+
+
+@click.command("download")
+@_stream_option
 @click.option(
     "-a",
     "--architecture",
@@ -159,15 +162,7 @@ def download_cmd(
 
 
 @click.command("list-stream")
-@click.option(
-    "-s",
-    "--stream",
-    default=DEFAULT_STREAM,
-    show_default=True,
-    metavar="NAME",
-    callback=utf8,
-    help="Stream name.",
-)
+@_stream_option
 @click.option(
     "--stream-base-url",
     default=DEFAULT_BASE_URL,

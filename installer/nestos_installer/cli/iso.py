@@ -65,7 +65,9 @@ def _read_input(path: Optional[str]) -> bytes:
     if path is None or path == "-":
         data: bytes = sys.stdin.buffer.read(limit + 1)
         if len(data) > limit:
-            raise NestosError(f"reading Ignition config from stdin: larger than {untrusted.size_text(limit)}")
+            raise NestosError(
+                f"reading Ignition config from stdin: larger than {untrusted.size_text(limit)}"
+            )
         return data
     return untrusted.read_file(path, "Ignition config", limit=limit, error=NestosError)
 

@@ -1,9 +1,6 @@
-"""`iso customize` / `pxe customize`: generate live/dest Ignition configs and installer files.
-
-Imports `live.*`, `config` (the installer config schema), `ignition`, `kargs`, `cabundle`,
-`untrusted`, `run`, `errors` and PyYAML; never prints (messages are returned). Generated configs
-are Ignition spec 3.3.0 with gzip+base64 data-URL resources.
-"""
+"""`iso customize` / `pxe customize`: live/dest Ignition configs (spec 3.3.0, gzip+base64 data
+URLs) and installer files. Imports `live.*`, `config`, `ignition`, `kargs`, `cabundle`, `untrusted`,
+`autoinstall`, `run`, `errors` and PyYAML; never prints (messages are returned)."""
 
 from __future__ import annotations
 
