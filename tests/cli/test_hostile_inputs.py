@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -26,11 +25,10 @@ from fixtures.initrd.gen_initrds import compress, gnu_cpio, raw_cpio
 from fixtures.iso.gen_isos import build
 from helpers.capabilities import require_tools
 from helpers.httpserver import TestServer, TlsFiles
+from helpers.refusal import TIMEOUT, check_refusal, run
 from helpers.tools import NESTOS_INSTALLER, package_dir
 
-TIMEOUT = 20  # a correct refusal takes about a second; a hang is what this catches
 LIVE_FEATURES = {"installer-config": True, "live-initrd-network": True}
-ALLOWED = re.compile(r"^(|Caused by:|    .*|hint: .*|Usage: .*|Try '.*' for help\.)$")
 ISO_XFAIL = "fixed on branch iso"
 CPIO_XFAIL = "fixed on branch cpio"
 
@@ -327,35 +325,6 @@ def listing(root: Path) -> Dict[str, str]:
             else:
                 out[rel] = stat.filemode(st.st_mode)[0]
     return out
-
-
-def check_refusal(proc: subprocess.CompletedProcess, argv: List[str]) -> None:  # type: ignore[type-arg]
-    err = proc.stderr.decode("utf-8", "backslashreplace")
-    where = f"{' '.join(argv)}\n{err}"
-    assert proc.returncode not in (0, 70) and proc.returncode > 0, where
-    assert "Traceback" not in err and "internal error" not in err, where
-    lines = err.splitlines()
-    assert len([ln for ln in lines if ln.startswith("Error:")]) == 1, where
-    assert all(ln.startswith("Error:") or ALLOWED.match(ln) for ln in lines), where
-
-
-MEMORY_CAP_KIB = 2 << 20
-"""Address space of each run: an input read whole without a bound fails here, not the machine."""
-
-
-def run(argv: List[str], cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    capped = ["sh", "-c", f'ulimit -v {MEMORY_CAP_KIB} && exec "$0" "$@"', NESTOS_INSTALLER]
-    try:
-        return subprocess.run(
-            [*capped, *argv],
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"hung for {timeout} s: {' '.join(argv)}")
 
 
 def _argv(template: str, subst: Dict[str, Path]) -> List[str]:
