@@ -64,7 +64,7 @@ _IGNITION_OPTIONS = [
         "--ignition-ca",
         multiple=True,
         type=click.Path(dir_okay=False),
-        help="PEM CA bundle trusted for HTTPS fetches (repeatable)",
+        help="PEM CA bundle also trusted for HTTPS fetches (repeatable)",
     ),
 ]
 _SYSTEM_OPTIONS = [
