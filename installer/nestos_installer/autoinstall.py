@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import yaml
-
-from nestos_installer.errors import ConfigError, UsageError
+from nestos_installer import config
+from nestos_installer.errors import ConfigError, NestosError, UsageError
 
 INSTALLER_D = Path("/etc/nestos/installer.d")
 # where the live media's signed metal image is baked in (PXE rootfs) or mounted (ISO)
@@ -123,13 +122,11 @@ def list_config_dir(directory: Path) -> List[Path]:
 
 
 def _config_keys(path: Path) -> Dict[str, object]:
-    """Top-level mapping of one config file; errors surface later, from `install` itself."""
+    """Keys of one config file, by install's parser; errors surface later, from `install`."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return dict(config.parse_file(path))
+    except NestosError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def find_offline_image(dirs: Sequence[Path] = OFFLINE_IMAGE_DIRS) -> Optional[OfflineImage]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Type, Union
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -83,7 +85,7 @@ class _Retry(Retry):
         factor: float = self.backoff_factor
         delay = min(factor * 2.0 ** (consecutive - 1), BACKOFF_MAX)
         last = self.history[-1]
-        why = f"HTTP {last.status}" if last.status else type(last.error).__name__
+        why = f"HTTP {last.status}" if last.status else _short(last.error, last.url or "")
         log.warning("Error fetching '%s': %s", last.url, why)
         log.warning("Sleeping %.3gs and retrying...", delay)
         return delay
@@ -204,12 +206,11 @@ class Fetcher:
                 verify=self.verify,
                 allow_redirects=True,
             )
-        except requests.exceptions.SSLError as e:
-            raise FetchError(f"{what} fetch failed: TLS error ({url})") from e
-        except requests.exceptions.RetryError as e:
-            raise FetchError(f"{what} fetch failed: too many retries ({url})") from e
+        except requests.exceptions.RetryError:
+            raise FetchError(f"{what} fetch failed: too many retries ({url})") from None
         except requests.exceptions.RequestException as e:
-            raise FetchError(f"{what} fetch failed: {_short(e)} ({url})") from e
+            # the reason says it all; urllib3's nested reprs would only add Python internals
+            raise FetchError(f"{what} fetch failed: {_short(e, url)} ({url})") from None
         return resp
 
     def open(self, url: str, *, offset: int = 0, what: str = "image") -> RemoteFile:
@@ -250,10 +251,24 @@ class _Gone(Exception):
     """404/410 where the caller allows it: get_optional turns this into None."""
 
 
-def _short(e: BaseException) -> str:
-    """A one-line reason for a transport error, without urllib3's nested reprs."""
-    if isinstance(e, (requests.exceptions.ConnectTimeout,)):
-        return "connection timed out"
+def _short(e: Optional[BaseException], url: str) -> str:
+    """A one-line reason for a transport error in the user's terms (which host, what happened),
+    without urllib3's nested reprs."""
+    causes = list(_causes(e))
+    host, hostport = _host(url, causes)
+    for c in causes:
+        if isinstance(c, ssl.SSLCertVerificationError):
+            why = c.verify_message or "certificate not trusted"
+            return f"TLS error with {hostport}: certificate verify failed: {why}"
+    for c in causes:
+        if isinstance(c, ssl.SSLError):
+            return f"TLS error with {hostport}: {c.reason or c.strerror or 'handshake failed'}"
+        if isinstance(c, socket.gaierror):
+            return f"cannot resolve host name {host}"
+        if isinstance(c, ConnectionRefusedError):
+            return f"cannot connect to {hostport}: connection refused"
+    if isinstance(e, requests.exceptions.ConnectTimeout):
+        return f"cannot connect to {hostport}: connection timed out"
     if isinstance(e, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
         return "stalled (no data before the timeout)"
     if isinstance(
@@ -266,14 +281,45 @@ def _short(e: BaseException) -> str:
         ),
     ):
         return "connection broken"
+    errors = [str(c.strerror) for c in causes if isinstance(c, OSError) and c.strerror]
+    if errors:
+        return f"cannot connect to {hostport}: {errors[-1].lower()}"
     if isinstance(e, requests.exceptions.ConnectionError):
-        text = str(e)
-        if "Connection refused" in text:
-            return "connection refused"
-        if "Name or service not known" in text or "NameResolutionError" in text:
-            return "host name not found"
-        return "connection failed"
-    return type(e).__name__
+        return f"cannot connect to {hostport}: connection failed"
+    return "request failed"
+
+
+def _causes(e: Optional[BaseException]) -> Iterator[BaseException]:
+    """`e` and what it wraps (urllib3's `reason`, exception args, causes), outermost first."""
+    seen: Set[int] = set()
+    todo = [e]
+    while todo and len(seen) < 20:
+        cur = todo.pop(0)
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        nested = [getattr(cur, "reason", None), *getattr(cur, "args", ())]
+        todo += [x for x in nested if isinstance(x, BaseException)]
+        todo += [cur.__cause__, cur.__context__]
+
+
+def _host(url: str, causes: List[BaseException]) -> Tuple[str, str]:
+    """(host, host:port) of a URL, or of the connection urllib3 names (its retry log has only a
+    path), for messages."""
+    parts = urlsplit(url)
+    host: Optional[str] = parts.hostname
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if host is None:
+        conns = [getattr(c, "conn", None) or getattr(c, "pool", None) for c in causes]
+        conn = next((c for c in conns if getattr(c, "host", None)), None)
+        host, port = (str(conn.host), getattr(conn, "port", None)) if conn else ("?", None)
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class RemoteFile:
@@ -409,13 +455,10 @@ class RemoteFile:
         """Replace the broken response with `Range: bytes=<done>-`, or raise FetchError."""
         assert self._resp is not None
         self._resp.close()
-        reason = _short(cause) if cause is not None else "connection closed early"
+        reason = _short(cause, self.url) if cause is not None else "connection closed early"
         where = f"after {self._done} of {self.length if self.length is not None else '?'} bytes"
         if not self._fetcher.retries.allows(self._resumes):
-            err = FetchError(f"{self._what} fetch failed: {reason} {where} ({self.url})")
-            if cause is not None:
-                raise err from cause
-            raise err
+            raise FetchError(f"{self._what} fetch failed: {reason} {where} ({self.url})")
         self._resumes += 1
         self._failures += 1
         delay = min(self._fetcher.backoff * 2.0 ** (self._failures - 1), BACKOFF_MAX)

@@ -1,19 +1,20 @@
-"""Ignition configs for the installed system: the `--ignition-hash` digest, validation up front,
-config.ign written 0600 in a 0700 directory, NetworkManager keyfiles copied. Never logs a
-config's contents. Imports `errors` only.
+"""Ignition configs for the installed system: validate up front, write config.ign (0600 in a
+0700 directory), copy NetworkManager keyfiles. Never logs a config's contents.
+
+Imports `errors`, `untrusted` (bounded reads and JSON) only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+from nestos_installer import untrusted
 from nestos_installer.errors import ConfigError, HashMismatch, TargetError, UsageError
 
 SUPPORTED_MAJOR = 3
@@ -61,12 +62,14 @@ class IgnitionHash:
         return f"{self.algorithm}-{self.digest.hex()}"
 
 
-def validate(data: bytes, source: str) -> None:
-    """JSON object with a 3.x `ignition.version` (newer minor versions pass, as upstream)."""
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"parsing specified Ignition config {source}: not valid JSON") from e
+def read_config(path: Path, what: str = "source Ignition config") -> bytes:
+    """A local Ignition config's bytes, with the cap of an Ignition URL fetch."""
+    return untrusted.read_file(path, what, limit=untrusted.IGNITION_MAX)
+
+
+def parse(data: bytes, source: str) -> Dict[str, Any]:
+    """A JSON object (bounded in depth) with a string `ignition.version`, or a ConfigError."""
+    doc = untrusted.parse_json(data, f"parsing specified Ignition config {source}")
     if not isinstance(doc, dict):
         raise ConfigError(f"parsing specified Ignition config {source}: not a JSON object")
     ign = doc.get("ignition")
@@ -77,6 +80,12 @@ def validate(data: bytes, source: str) -> None:
             hint='an Ignition config needs {"ignition": {"version": "3.x.0"}}; '
             "convert Butane with `butane` first",
         )
+    return doc
+
+
+def validate(data: bytes, source: str) -> None:
+    """JSON object with a 3.x `ignition.version` (newer minor versions pass, as upstream)."""
+    version = parse(data, source)["ignition"]["version"]
     major = version.split(".", 1)[0]
     if major != str(SUPPORTED_MAJOR):
         raise ConfigError(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from nestos_installer import blockdev, bootconfig, disks, gpt, ignition, source, writer
-from nestos_installer.cabundle import check_ca_bundle
+from nestos_installer.cabundle import check_ca_bundle, trust_bundle
 from nestos_installer.errors import (
     ConfigError,
     HashMismatch,
@@ -35,6 +35,7 @@ from nestos_installer.pipeline.progress import Progress, ProgressMode
 from nestos_installer.pipeline.readers import TeeReader
 from nestos_installer.signature.policy import Keyring
 from nestos_installer.signature.verifier import SignatureVerifier
+from nestos_installer.untrusted import IGNITION_MAX
 from nestos_stream import signature_url
 
 Say = Callable[[str], None]
@@ -94,22 +95,20 @@ class InstallConfig:
         )
 
 
-def load_ignition(cfg: InstallConfig, fetcher: Fetcher) -> Optional[bytes]:
-    """Read (or fetch) and validate the Ignition config before the disk is touched."""
+def load_ignition(cfg: InstallConfig, fetcher: Optional[Fetcher]) -> Optional[bytes]:
+    """Read (or fetch) and validate the Ignition config before the disk is touched; without a
+    fetcher (`--plan`) only a local config is read."""
     if cfg.ignition_file is not None:
-        try:
-            data = cfg.ignition_file.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"opening source Ignition config {cfg.ignition_file}") from e
+        data = ignition.read_config(cfg.ignition_file)
         src = str(cfg.ignition_file)
-    elif cfg.ignition_url is not None:
+    elif cfg.ignition_url is not None and fetcher is not None:
         url = check_url(cfg.ignition_url)
         if url.startswith("http:") and cfg.ignition_hash is None and not cfg.insecure_ignition:
             raise UsageError(
                 "refusing to fetch Ignition config over HTTP without "
                 "--ignition-hash or --insecure-ignition"
             )
-        data = fetcher.get_bytes(url, max_size=64 << 20, what="Ignition config")
+        data = fetcher.get_bytes(url, max_size=IGNITION_MAX, what="Ignition config")
         src = url
     else:
         return None
@@ -119,19 +118,24 @@ def load_ignition(cfg: InstallConfig, fetcher: Fetcher) -> Optional[bytes]:
     return data
 
 
+def check_local_inputs(cfg: InstallConfig) -> None:
+    """What `--plan` checks of the inputs, reading nothing but local files: the Ignition config
+    (with its hash) and the CA bundles."""
+    load_ignition(cfg, None)
+    for p in cfg.ignition_ca:
+        check_ca_bundle(p)
+
+
 def _make_fetcher(cfg: InstallConfig, stack: ExitStack) -> Fetcher:
+    """The one HTTP client of an install; --ignition-ca bundles add to the default trust."""
     ca: Optional[Path] = None
     if cfg.ignition_ca:
-        bundles = [check_ca_bundle(p) for p in cfg.ignition_ca]
-        if len(cfg.ignition_ca) == 1:
-            ca = cfg.ignition_ca[0]
-        else:
-            fd, name = tempfile.mkstemp(prefix="nestos-installer-ca-")
-            stack.callback(os.unlink, name)
-            with os.fdopen(fd, "wb") as f:
-                for data in bundles:
-                    f.write(data + b"\n")
-            ca = Path(name)
+        bundle = trust_bundle(cfg.ignition_ca)
+        fd, name = tempfile.mkstemp(prefix="nestos-installer-ca-")
+        stack.callback(os.unlink, name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(bundle)
+        ca = Path(name)
     return Fetcher(cfg.fetch_retries, ca_bundle=ca)
 
 

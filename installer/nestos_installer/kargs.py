@@ -1,6 +1,7 @@
 """Kernel-argument string editing (delete, append, replace) shared by BLS and ISO karg code.
 
-Pure string logic, imports only `errors`; semantics follow coreos-installer (spec §4.10).
+Pure string logic, imports only `errors` and `untrusted`; semantics follow coreos-installer
+(spec §4.10).
 """
 
 from __future__ import annotations
@@ -9,8 +10,18 @@ import re
 from typing import Iterable, Tuple
 
 from nestos_installer.errors import UsageError
+from nestos_installer.untrusted import require_utf8
 
 _REPLACE_RE = re.compile(r"^([^=]+)=([^=]+)=([^=]+)$")
+
+
+def check_arg(arg: str, what: str = "kernel argument") -> str:
+    """`arg` as given, if it can go into a kernel command line: UTF-8, no control characters
+    (a newline would end a BLS `options` line or a GRUB `linux` line)."""
+    require_utf8(arg, what)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in arg):
+        raise UsageError(f"{what} {arg!r} contains a control character")
+    return arg
 
 
 def parse_replace(spec: str) -> Tuple[str, str, str]:
@@ -28,7 +39,8 @@ def edit_kargs(
     replace: Iterable[str] = (),
 ) -> str:
     """Apply deletes, then appends, then `KEY=OLD=NEW` replaces, whatever the CLI order."""
-    parsed = [parse_replace(r) for r in replace]
+    append, delete = [check_arg(a) for a in append], [check_arg(a) for a in delete]
+    parsed = [parse_replace(check_arg(r)) for r in replace]
     s = f" {current} "
     for arg in delete:
         s = s.replace(f" {arg.strip()} ", " ")

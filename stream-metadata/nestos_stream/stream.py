@@ -198,10 +198,18 @@ class Stream:
     @classmethod
     def from_json(cls, data: Union[bytes, str], source: str) -> Stream:
         """Parse and validate; every problem is one StreamError line naming `source`."""
+        where = f"stream metadata from {source}"
         try:
             raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise StreamError(f"stream metadata from {source}: not valid JSON ({e})") from None
+        except RecursionError:  # `[[[[...`: the parser's stack, not ours, runs out
+            raise StreamError(f"{where}: not valid JSON (nested too deeply)") from None
+        except UnicodeDecodeError as e:
+            raise StreamError(f"{where}: not valid JSON (not UTF-8 at byte {e.start})") from None
+        except json.JSONDecodeError as e:
+            why = f"line {e.lineno} column {e.colno}: {e.msg}"
+            raise StreamError(f"{where}: not valid JSON ({why})") from None
+        except ValueError:  # the one other: a number of more digits than int() takes
+            raise StreamError(f"{where}: not valid JSON (a number with too many digits)") from None
         return cls.from_dict(raw, source)
 
     @classmethod

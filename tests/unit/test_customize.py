@@ -131,10 +131,8 @@ def test_duplicates(files, tmp_path):
     ],
 )
 def test_feature_gates(files, features, opts, msg):
-    real = {
-        k: tuple(files(v[0], "append-karg: [x]\n") for _ in (0,)) if isinstance(v, tuple) else v
-        for k, v in opts.items()
-    }
+    paths = ("network_keyfile", "installer_config")  # the other values are used as given
+    real = {k: (files(v[0], "append-karg: [x]\n"),) if k in paths else v for k, v in opts.items()}
     with pytest.raises(InputRefused, match=f"This OS image does not support {msg}."):
         build(CustomizeOptions(**real), features, "iso")
 
@@ -154,7 +152,7 @@ def test_bad_ignition(files, content):
         build(CustomizeOptions(dest_ignition=(p,)), ALL, "iso")
 
 
-@pytest.mark.parametrize("content", ["no-such-key: 1\n", "[" * 100000])
+@pytest.mark.parametrize("content", ["no-such-key: 1\n", "[" * 10000])
 def test_bad_installer_config(files, content):
     p = files("bad.yaml", content)
     with pytest.raises(InputRefused, match=f"parsing installer config {p}"):

@@ -13,6 +13,21 @@ import click
 PROGRESS_CHOICES = click.Choice(["auto", "bar", "plain", "json", "none"])
 
 
+def utf8(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Option callback for a value that goes into a URL, JSON or YAML text: refused unless valid
+    UTF-8 (click hands non-UTF-8 arguments over with lone surrogates)."""
+    from nestos_installer.errors import UsageError
+    from nestos_installer.untrusted import require_utf8
+
+    for item in value if isinstance(value, (tuple, list)) else [value]:
+        if isinstance(item, str):
+            try:
+                require_utf8(item, "value")
+            except UsageError as e:
+                raise click.BadParameter(str(e), ctx, param) from None
+    return value
+
+
 def progress_option(f: Any) -> Any:
     return click.option(
         "--progress",

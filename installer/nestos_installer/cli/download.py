@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 
 import click
 
+from nestos_installer.cli.common import utf8
 from nestos_stream import DEFAULT_BASE_URL, DEFAULT_STREAM
 
 if TYPE_CHECKING:
@@ -28,15 +29,25 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
         raise click.BadParameter(str(e)) from None
 
 
-@click.command("download")
-@click.option(
-    "-s", "--stream", default=DEFAULT_STREAM, show_default=True, metavar="NAME", help="Stream name."
+_stream_option = click.option(
+    "-s",
+    "--stream",
+    default=DEFAULT_STREAM,
+    show_default=True,
+    metavar="NAME",
+    callback=utf8,
+    help="Stream name.",
 )
+
+
+@click.command("download")
+@_stream_option
 @click.option(
     "-a",
     "--architecture",
     default=None,
     metavar="ARCH",
+    callback=utf8,
     help="Architecture [default: this machine's].",
 )
 @click.option(
@@ -46,6 +57,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     default="metal",
     show_default=True,
     metavar="NAME",
+    callback=utf8,
     help="Platform name.",
 )
 @click.option(
@@ -55,6 +67,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     default="raw.xz",
     show_default=True,
     metavar="FORMAT",
+    callback=utf8,
     help="Image format (raw.xz, 4k.raw.xz, iso, pxe...).",
 )
 @click.option(
@@ -62,6 +75,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     "--image-url",
     default=None,
     metavar="URL",
+    callback=utf8,
     help="Download this URL instead (signature at URL.sig).",
 )
 @click.option(
@@ -83,6 +97,7 @@ def _retries(ctx: click.Context, param: click.Parameter, value: str) -> FetchRet
     "--stream-base-url",
     default=DEFAULT_BASE_URL,
     metavar="URL",
+    callback=utf8,
     help="Base URL of the stream metadata.",
 )
 @click.option(
@@ -143,17 +158,16 @@ def download_cmd(
         progress=ProgressMode(progress),
     )
     for path in download(config):
-        click.echo(str(path))
+        _echo(str(path))
 
 
 @click.command("list-stream")
-@click.option(
-    "-s", "--stream", default=DEFAULT_STREAM, show_default=True, metavar="NAME", help="Stream name."
-)
+@_stream_option
 @click.option(
     "--stream-base-url",
     default=DEFAULT_BASE_URL,
     metavar="URL",
+    callback=utf8,
     help="Base URL of the stream metadata.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -178,7 +192,13 @@ def list_stream_cmd(stream: str, stream_base_url: str, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     for line in format_table(rows):
-        click.echo(line)
+        _echo(line)
+
+
+def _echo(text: str) -> None:
+    """A line of text from the server (names in the stream): lone surrogates, which a stream
+    document may hold, are shown escaped rather than failing the output."""
+    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def _log_to_stderr() -> None:

@@ -17,7 +17,13 @@ from nestos_installer.errors import UsageError
 from nestos_installer.fetch import FetchRetries
 from nestos_installer.gpt import PartitionFilter
 from nestos_installer.ignition import IgnitionHash
-from nestos_installer.install import DEFAULT_NETWORK_DIR, InstallConfig, describe, install
+from nestos_installer.install import (
+    DEFAULT_NETWORK_DIR,
+    InstallConfig,
+    check_local_inputs,
+    describe,
+    install,
+)
 from nestos_installer.pipeline.progress import ProgressMode
 
 _ADV = "Advanced: "
@@ -58,7 +64,7 @@ _IGNITION_OPTIONS = [
         "--ignition-ca",
         multiple=True,
         type=click.Path(dir_okay=False),
-        help="PEM CA bundle trusted for HTTPS fetches (repeatable)",
+        help="PEM CA bundle also trusted for HTTPS fetches (repeatable)",
     ),
 ]
 _SYSTEM_OPTIONS = [
@@ -239,12 +245,13 @@ def install_cmd(**params: Any) -> None:
     layers = [(str(p), cfgfile.parse_file(p)) for p in files]
     if files:
         click.echo(f"Running with config files: {' '.join(map(str, files))}", err=True)
-    layers.append(("the command line", _cli_layer(ctx, params)))
+    layers.append(("the command line", cfgfile.check(_cli_layer(ctx, params))))
     values = cfgfile.merge(layers)
     if _s(values, "dest-device"):
         values["dest-device"] = resolve_dest(str(values["dest-device"]), _say)
     cfg = build_config(values)
     if params["plan"]:
+        check_local_inputs(cfg)
         click.echo(describe(cfg))
         return
     install(cfg, _say)

@@ -10,8 +10,10 @@ from typing import Any, BinaryIO, Optional, Tuple
 
 import click
 
-from nestos_installer.cli.common import echo_err, keyfile_option, refuse_tty_stdout
+from nestos_installer import untrusted
+from nestos_installer.cli.common import echo_err, keyfile_option, refuse_tty_stdout, utf8
 from nestos_installer.cpio import printable
+from nestos_installer.errors import NestosError
 from nestos_installer.live import customize as cust
 from nestos_installer.live import isoops, miniso
 
@@ -47,8 +49,11 @@ def customize_options(f: Any) -> Any:
         ("--live-ignition", "PATH", "Ignition config fragment for the live system."),
     ]
     for name, metavar, text in reversed(opts):
-        f = click.option(name, metavar=metavar, multiple=True, help=text)(f)
-    return click.option("--dest-device", metavar="PATH", help="Install destination device.")(f)
+        check = utf8 if metavar in ("SPEC", "ARG") else None  # they go into YAML
+        f = click.option(name, metavar=metavar, multiple=True, callback=check, help=text)(f)
+    return click.option(
+        "--dest-device", metavar="PATH", callback=utf8, help="Install destination device."
+    )(f)
 
 
 def iso_arg(f: Any) -> Any:
@@ -56,10 +61,16 @@ def iso_arg(f: Any) -> Any:
 
 
 def _read_input(path: Optional[str]) -> bytes:
+    """The Ignition config to embed or wrap (a file, or stdin), with the cap of a URL fetch."""
+    limit = untrusted.IGNITION_MAX
     if path is None or path == "-":
-        return sys.stdin.buffer.read()
-    with open(path, "rb") as f:
-        return f.read()
+        data: bytes = sys.stdin.buffer.read(limit + 1)
+        if len(data) > limit:
+            raise NestosError(
+                f"reading Ignition config from stdin: larger than {untrusted.size_text(limit)}"
+            )
+        return data
+    return untrusted.read_file(path, "Ignition config", limit=limit, error=NestosError)
 
 
 @click.group("iso", context_settings=CTX)
@@ -188,10 +199,29 @@ def kargs_group() -> None:
 
 
 @kargs_group.command("modify", context_settings=CTX)
-@click.option("-a", "--append", metavar="KARG", multiple=True, help="Kernel argument to append.")
-@click.option("-d", "--delete", metavar="KARG", multiple=True, help="Kernel argument to delete.")
 @click.option(
-    "-r", "--replace", metavar="KARG=OLD=NEW", multiple=True, help="Kernel argument to replace."
+    "-a",
+    "--append",
+    metavar="KARG",
+    multiple=True,
+    callback=utf8,
+    help="Kernel argument to append.",
+)
+@click.option(
+    "-d",
+    "--delete",
+    metavar="KARG",
+    multiple=True,
+    callback=utf8,
+    help="Kernel argument to delete.",
+)
+@click.option(
+    "-r",
+    "--replace",
+    metavar="KARG=OLD=NEW",
+    multiple=True,
+    callback=utf8,
+    help="Kernel argument to replace.",
 )
 @output_option
 @iso_arg
@@ -227,13 +257,25 @@ def kargs_show(default: bool, iso: str) -> None:
 @iso_group.command("customize", context_settings=CTX)
 @customize_options
 @click.option(
-    "--live-karg-append", metavar="ARG", multiple=True, help="Live kernel argument to append."
+    "--live-karg-append",
+    metavar="ARG",
+    multiple=True,
+    callback=utf8,
+    help="Live kernel argument to append.",
 )
 @click.option(
-    "--live-karg-delete", metavar="ARG", multiple=True, help="Live kernel argument to delete."
+    "--live-karg-delete",
+    metavar="ARG",
+    multiple=True,
+    callback=utf8,
+    help="Live kernel argument to delete.",
 )
 @click.option(
-    "--live-karg-replace", metavar="K=O=N", multiple=True, help="Live kernel argument to replace."
+    "--live-karg-replace",
+    metavar="K=O=N",
+    multiple=True,
+    callback=utf8,
+    help="Live kernel argument to replace.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing customizations.")
 @output_option
@@ -274,7 +316,9 @@ def extract_pxe(output_dir: str, iso: str) -> None:
 
 @extract_group.command("minimal-iso", context_settings=CTX)
 @click.option("--output-rootfs", metavar="PATH", help="Extract rootfs image as well.")
-@click.option("--rootfs-url", metavar="URL", help="Inject rootfs URL karg into minimal ISO.")
+@click.option(
+    "--rootfs-url", metavar="URL", callback=utf8, help="Inject rootfs URL karg into minimal ISO."
+)
 @iso_arg
 @click.argument("output_iso", default="-", metavar="[OUTPUT_ISO]")
 def extract_minimal(

@@ -1,8 +1,6 @@
-"""`iso customize` / `pxe customize`: generate live/dest Ignition configs and installer files.
-
-Imports `live.*`, `kargs`, `cabundle`, `run`, `errors` and PyYAML; never prints (messages are
-returned). Generated configs are Ignition spec 3.3.0 with gzip+base64 data-URL resources.
-"""
+"""`iso customize` / `pxe customize`: live/dest Ignition configs (spec 3.3.0, gzip+base64 data
+URLs) and installer files. Imports `live.*`, `config`, `ignition`, `kargs`, `cabundle`, `untrusted`,
+`autoinstall`, `run`, `errors` and PyYAML; never prints (messages are returned)."""
 
 from __future__ import annotations
 
@@ -12,16 +10,27 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
+from nestos_installer import config, ignition, untrusted
+from nestos_installer.autoinstall import Cmdline
 from nestos_installer.cabundle import check_ca_bundle
-from nestos_installer.errors import ImageFormatError, InputRefused, NestosError, ToolMissing
-from nestos_installer.kargs import edit_kargs
+from nestos_installer.errors import (
+    ConfigError,
+    ImageFormatError,
+    InputRefused,
+    NestosError,
+    ToolMissing,
+    UsageError,
+)
+from nestos_installer.kargs import check_arg, edit_kargs
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import CONFIG_IGN, NETWORK_DIR, LiveIso, network_files
 from nestos_installer.live.initrd import Initrd
+from nestos_installer.live.isoops import keyfile_name, read_keyfile
 from nestos_installer.live.metadata import Features
 from nestos_installer.run import have_tool, run
 
@@ -30,31 +39,10 @@ GENERATED_VERSION = "3.3.0"
 DEST_IGN = "/etc/nestos/dest.ign"
 INSTALLER_D = "/etc/nestos/installer.d"
 DOC_URL = "https://docs.openeuler.org/en/docs/24.03_LTS/server/cloud/nestos/nestos/overview.html"
-INSTALLER_KEYS = (
-    "stream",
-    "image-url",
-    "image-file",
-    "ignition-file",
-    "ignition-url",
-    "ignition-hash",
-    "architecture",
-    "platform",
-    "console",
-    "append-karg",
-    "delete-karg",
-    "copy-network",
-    "network-dir",
-    "save-partlabel",
-    "save-partindex",
-    "offline",
-    "insecure",
-    "insecure-ignition",
-    "stream-base-url",
-    "preserve-on-error",
-    "fetch-retries",
-    "secure-ipl",
-    "dest-device",
-)
+CA_DIR = "/etc/nestos/installer-ca"
+"""Where the live system gets the --ignition-ca bundles that its installer run trusts."""
+INITRD_MAX = 1 << 30
+"""A live initramfs given to `pxe customize` (a real one is about 100 MiB)."""
 LIVE_STAMPS = ("etc/nestos-live-initramfs", "etc/coreos-live-initramfs")
 PXE_FEATURES = ("etc/nestos/features.json", "etc/coreos/features.json")
 PXE_KARGS_MSG = (
@@ -67,6 +55,15 @@ NO_INSTALLER = "This OS image does not support customizing installer configurati
 NO_CONSOLE = "This OS image does not support customizing the destination console."
 NO_LIVE_KARGS = "This OS image does not support customizing live kernel arguments."
 ALREADY = "This ISO image is already customized; use -f to force."
+NO_DEVICE = "--dest-ignition needs a destination device: the installer would stop at boot"
+NO_DEVICE_HINT = (
+    "give --dest-device, dest-device in an --installer-config file, "
+    "or --live-karg-append nestos.inst.install_dev=/dev/..."
+)
+PXE_NO_DEVICE_MSG = (
+    "Note: no destination device given: the PXE configuration must include the kernel "
+    "argument nestos.inst.install_dev=/dev/..."
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,26 @@ class CustomizeOptions:
                 vals[name] = tuple(v or ())
         return cls(**vals)
 
+    def __post_init__(self) -> None:
+        """Judged from the options alone, as `install` judges its own: the --dest-* values by
+        the installer config schema, live kernel arguments as kernel arguments."""
+        config.check(self.dest_settings())
+        for arg in (*self.live_karg_append, *self.live_karg_delete, *self.live_karg_replace):
+            check_arg(arg)
+
+    def dest_settings(self) -> Dict[str, Any]:
+        """The installer config keys the --dest-* options give (all but --dest-ignition)."""
+        inst: Dict[str, Any] = {}
+        if self.dest_device:
+            inst["dest-device"] = self.dest_device
+        if self.dest_console:
+            inst["console"] = list(self.dest_console)
+        if self.dest_karg_append:
+            inst["append-karg"] = list(self.dest_karg_append)
+        if self.dest_karg_delete:
+            inst["delete-karg"] = list(self.dest_karg_delete)
+        return inst
+
     @property
     def live_kargs(self) -> bool:
         return bool(self.live_karg_append or self.live_karg_delete or self.live_karg_replace)
@@ -109,6 +126,8 @@ class CustomizeOptions:
 class Result:
     initrd: Initrd
     messages: List[str] = field(default_factory=list)
+    installer: Dict[str, config.Value] = field(default_factory=dict)
+    """The installer config the live system will run with: the user's files, then ours."""
 
 
 def resource(data: bytes) -> Dict[str, Any]:
@@ -117,41 +136,27 @@ def resource(data: bytes) -> Dict[str, Any]:
     return {"compression": "gzip", "source": "data:;base64," + base64.b64encode(gz).decode()}
 
 
+def read_ignition(path: str) -> Tuple[bytes, Dict[str, Any]]:
+    """A user Ignition config (bytes, object); only spec 3.0.0-3.5.0 JSON objects are accepted."""
+    where = f"parsing Ignition config {path}"
+    data = ignition.read_config(Path(path), "Ignition config")
+    obj = untrusted.parse_json(data, where)
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: config is not a JSON object")
+    ign = obj.get("ignition")
+    version = ign.get("version") if isinstance(ign, dict) else None
+    if not isinstance(version, str) or not IGN_VERSION_RE.match(version):
+        raise ConfigError(f"{where}: unsupported config version")
+    return data, obj
+
+
 def parse_ignition(path: str) -> Dict[str, Any]:
-    """Read a user Ignition config; only spec 3.0.0-3.5.0 JSON objects are accepted."""
-    try:
-        with open(path, "rb") as f:
-            obj = json.loads(f.read())
-        if not isinstance(obj, dict):
-            raise InputRefused("config is not a JSON object")
-        ign = obj.get("ignition")
-        version = ign.get("version") if isinstance(ign, dict) else None
-        if not isinstance(version, str) or not IGN_VERSION_RE.match(version):
-            raise InputRefused("unsupported config version")
-    except RecursionError:
-        raise InputRefused(f"parsing Ignition config {path}: nested too deeply") from None
-    except (OSError, ValueError, InputRefused) as e:
-        raise InputRefused(f"parsing Ignition config {path}") from e
-    return obj
+    return read_ignition(path)[1]
 
 
-def parse_installer_config(path: str) -> Tuple[bytes, Dict[str, Any]]:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        obj = yaml.safe_load(raw)
-        if obj is None:
-            obj = {}
-        if not isinstance(obj, dict):
-            raise InputRefused("config is not a YAML mapping")
-        for k in obj:
-            if k not in INSTALLER_KEYS:
-                raise InputRefused(f"unknown field `{k}`")
-    except RecursionError:
-        raise InputRefused(f"parsing installer config {path}: nested too deeply") from None
-    except (OSError, yaml.YAMLError, InputRefused) as e:
-        raise InputRefused(f"parsing installer config {path}") from e
-    return raw, obj
+def parse_installer_config(path: str) -> Tuple[bytes, Dict[str, config.Value]]:
+    """An --installer-config file (bytes, values), by the one parser `install -c` uses."""
+    return config.load_file(Path(path), "installer config")
 
 
 def nmstate_keyfiles(path: str) -> List[Tuple[str, bytes]]:
@@ -235,7 +240,7 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
     initrd = Initrd()
     live = _LiveConfig()
     msgs: List[str] = []
-    dest_configs = [(p, parse_ignition(p)) for p in opts.dest_ignition]
+    dest_configs = [parse_ignition(p) for p in opts.dest_ignition]
     inst = _dest_options(opts, features, msgs)
     keyfiles = _network_keyfiles(opts, features)
     for name, data in keyfiles:
@@ -247,36 +252,24 @@ def build(opts: CustomizeOptions, features: Features, tool: str) -> Result:
     _add_scripts(opts, live, tool)
     user_inst = _add_installer_configs(opts, features, live)
     for p in opts.live_ignition:
-        parse_ignition(p)
-        with open(p, "rb") as f:
-            live.merge.append(resource(f.read()))
+        live.merge.append(resource(read_ignition(p)[0]))
     # finalisation
     if dest_configs:
-        live.add_file(DEST_IGN, _dest_config([c for _, c in dest_configs], cas), 0o600)
+        live.add_file(DEST_IGN, _dest_config(dest_configs, cas), 0o600)
         inst = {"ignition-file": DEST_IGN, **inst}
-    _add_installer_yaml(inst, user_inst, bool(keyfiles), features, live, msgs)
+    installer = _add_installer_yaml(inst, user_inst, bool(keyfiles), cas, features, live, msgs)
     if not live.empty():
         initrd.add(CONFIG_IGN, live.to_json())
-    return Result(initrd, msgs)
+    return Result(initrd, msgs, installer)
 
 
 def _dest_options(opts: CustomizeOptions, features: Features, msgs: List[str]) -> Dict[str, Any]:
     """The installer settings the --dest-* options give (the config file's keys)."""
-    inst: Dict[str, Any] = {}
-    if opts.dest_device:
-        inst["dest-device"] = opts.dest_device
-    if opts.dest_console:
-        if not features.console:
-            raise InputRefused(NO_CONSOLE)
-        inst["console"] = list(opts.dest_console)
-    if opts.dest_karg_append:
-        inst["append-karg"] = list(opts.dest_karg_append)
-        if any(a.startswith("console=") for a in opts.dest_karg_append):
-            msgs.append(
-                "Note: consider using --dest-console instead of --dest-karg-append console=..."
-            )
-    if opts.dest_karg_delete:
-        inst["delete-karg"] = list(opts.dest_karg_delete)
+    inst = opts.dest_settings()
+    if opts.dest_console and not features.console:
+        raise InputRefused(NO_CONSOLE)
+    if any(a.startswith("console=") for a in opts.dest_karg_append):
+        msgs.append("Note: consider using --dest-console instead of --dest-karg-append console=...")
     return inst
 
 
@@ -285,8 +278,7 @@ def _network_keyfiles(opts: CustomizeOptions, features: Features) -> List[Tuple[
     for k in opts.network_keyfile:
         if not features.live_initrd_network:
             raise InputRefused(NO_NET)
-        with open(k, "rb") as f:
-            keyfiles.append((os.path.basename(k), f.read()))
+        keyfiles.append((keyfile_name(k), read_keyfile(k)))
     for n in opts.network_nmstate:
         if not features.live_initrd_network:
             raise InputRefused(NO_NET)
@@ -297,24 +289,29 @@ def _network_keyfiles(opts: CustomizeOptions, features: Features) -> List[Tuple[
 def _add_scripts(opts: CustomizeOptions, live: _LiveConfig, tool: str) -> None:
     for kind, scripts in (("pre", opts.pre_install), ("post", opts.post_install)):
         for s in scripts:
-            name = os.path.basename(s)
+            name = untrusted.require_utf8(os.path.basename(s), f"{kind}-install script name")
             path = f"/usr/local/bin/{kind}-install-{name}"
-            with open(s, "rb") as f:
-                live.add_file(path, f.read(), 0o700)
+            what = f"{kind}-install script"
+            data = untrusted.read_file(s, what, limit=untrusted.SMALL_FILE_MAX, error=NestosError)
+            live.add_file(path, data, 0o700)
             live.add_unit(f"{kind}-install-{name}.service", _unit(kind, name, path, tool))
+
+
+Layer = Tuple[str, Dict[str, config.Value]]
 
 
 def _add_installer_configs(
     opts: CustomizeOptions, features: Features, live: _LiveConfig
-) -> List[Dict[str, Any]]:
-    """The user's installer config files, numbered in order; returns their contents."""
-    user_inst: List[Dict[str, Any]] = []
+) -> List[Layer]:
+    """The user's installer config files, numbered in order; returns (file, values) of each."""
+    user_inst: List[Layer] = []
     for counter, p in enumerate(opts.installer_config):
-        raw, obj = parse_installer_config(p)
+        raw, values = parse_installer_config(p)
         if not features.installer_config:
             raise InputRefused(NO_INSTALLER)
-        live.add_file(f"{INSTALLER_D}/{counter:04d}-{os.path.basename(p)}", raw, 0o600)
-        user_inst.append(obj)
+        name = untrusted.require_utf8(os.path.basename(p), "installer config file name")
+        live.add_file(f"{INSTALLER_D}/{counter:04d}-{name}", raw, 0o600)
+        user_inst.append((f"installer config {p}", values))
     return user_inst
 
 
@@ -333,31 +330,49 @@ def _dest_config(configs: List[Dict[str, Any]], cas: List[bytes]) -> bytes:
 
 def _add_installer_yaml(
     inst: Dict[str, Any],
-    user_inst: List[Dict[str, Any]],
+    user_inst: List[Layer],
     has_keyfiles: bool,
+    cas: List[bytes],
     features: Features,
     live: _LiveConfig,
     msgs: List[str],
-) -> None:
-    """Our installer config file, after the user's ones, and the notice of what boot does."""
-    if inst or user_inst:
-        dev = inst.get("dest-device") or next(
-            (u["dest-device"] for u in reversed(user_inst) if u.get("dest-device")), None
-        )
-        msgs.append(
-            f"Boot media will automatically install to {dev} without confirmation."
-            if dev
-            else "Boot media will automatically run installer."
-        )
-        if has_keyfiles:
-            inst["copy-network"] = True
+) -> Dict[str, config.Value]:
+    """Our installer config file, after the user's ones, and the notice of what boot does.
+    Returns the config the installer will run with, merged as `install` will merge it."""
+    if not (inst or user_inst):
+        return {}
+    if has_keyfiles:
+        inst["copy-network"] = True
+    if cas:  # the installer's own fetches (Ignition and image URLs) trust them too
+        inst["ignition-ca"] = [_add_ca(n, data, live) for n, data in enumerate(cas)]
+    merged = config.merge([*user_inst, ("the customize options", inst)])
+    dev = merged.get("dest-device")
+    msgs.append(
+        f"Boot media will automatically install to {dev} without confirmation."
+        if dev
+        else "Boot media will automatically run installer."
+    )
     if inst:
         if not features.installer_config:
             raise InputRefused(NO_INSTALLER)
-        order = {k: i for i, k in enumerate(INSTALLER_KEYS)}
-        ordered = dict(sorted(inst.items(), key=lambda kv: order[kv[0]]))
-        text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False).encode()
+        text = config.to_yaml(inst).encode()
         live.add_file(f"{INSTALLER_D}/{len(user_inst):04d}-customize.yaml", text, 0o600)
+    return merged
+
+
+def _add_ca(n: int, data: bytes, live: _LiveConfig) -> str:
+    path = f"{CA_DIR}/{n:04d}.pem"
+    live.add_file(path, data, 0o644)
+    return path
+
+
+def _require_dest_device(opts: CustomizeOptions, res: Result, kargs: Callable[[], str]) -> None:
+    """--dest-ignition alone stops the live installer at boot ("no install device"): refuse
+    unless the installer config or the live kernel arguments name the device."""
+    if not opts.dest_ignition or res.installer.get("dest-device"):
+        return
+    if not Cmdline.parse(kargs()).value("nestos.inst.install_dev"):
+        raise UsageError(NO_DEVICE, hint=NO_DEVICE_HINT)
 
 
 def customize_iso(
@@ -375,7 +390,7 @@ def customize_iso(
             if opts.live_kargs and iso.kargs is None:
                 raise InputRefused(NO_LIVE_KARGS)
             res = build(opts, iso.features, "iso")
-            writes = iso.initrd_writes(res.initrd)
+            new: Optional[str] = None
             if opts.live_kargs and iso.kargs is not None:
                 new = edit_kargs(
                     iso.kargs.default,
@@ -383,6 +398,9 @@ def customize_iso(
                     opts.live_karg_delete,
                     opts.live_karg_replace,
                 )
+            _require_dest_device(opts, res, lambda: _kargs_after(iso, new))
+            writes = iso.initrd_writes(res.initrd)
+            if new is not None:
                 writes += iso.kargs_writes(new)
         finally:
             iso.iso.close()
@@ -390,11 +408,19 @@ def customize_iso(
     return res
 
 
+def _kargs_after(iso: LiveIso, new: Optional[str]) -> str:
+    """The live kernel arguments the customized ISO boots with."""
+    if new is not None:
+        return new
+    return iso.current_kargs() if iso.kargs is not None else ""
+
+
 def customize_pxe(
     path: str, opts: CustomizeOptions, output: str, stdout: Optional[BinaryIO] = None
 ) -> Result:
-    with open(path, "rb") as f:
-        original = f.read()
+    original = untrusted.read_file(
+        path, "live initramfs", limit=INITRD_MAX, error=NestosError, regular_only=True
+    )
     try:
         current = Initrd.from_bytes(original)
     except NestosError as e:
@@ -405,6 +431,8 @@ def customize_pxe(
         raise InputRefused("input is already customized")
     feat_raw = next((current.get(p) for p in PXE_FEATURES if current.get(p) is not None), None)
     res = build(opts, Features.from_json(feat_raw), "pxe")
+    if opts.dest_ignition and not res.installer.get("dest-device"):
+        res.messages.append(PXE_NO_DEVICE_MSG)
     if res.initrd.get(CONFIG_IGN) is not None:
         res.messages.append(PXE_KARGS_MSG)
     extra = b"" if res.initrd.is_empty() else res.initrd.to_xz()

@@ -12,13 +12,20 @@ from contextlib import contextmanager
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
 
 from nestos_installer import cpio
-from nestos_installer.errors import ImageFormatError, InputRefused, NotFound, UsageError
+from nestos_installer.errors import (
+    ImageFormatError,
+    InputRefused,
+    NestosError,
+    NotFound,
+    UsageError,
+)
 from nestos_installer.kargs import edit_kargs
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import CONFIG_IGN, NETWORK_DIR, LiveIso, Write, network_files
 from nestos_installer.live.initrd import MAX_INFLATED, Initrd, extract, glob_match
 from nestos_installer.live.iso9660 import UNRECOGNIZED
 from nestos_installer.outputs import new_file, write_file
+from nestos_installer.untrusted import SMALL_FILE_MAX, read_file, require_utf8
 
 ALREADY_IGN = "This ISO image already has an embedded Ignition config; use -f to force."
 ALREADY_NET = "This ISO image already has embedded network settings; use -f to force."
@@ -85,10 +92,19 @@ def ignition_remove(path: str, output: Optional[str], stdout: Optional[BinaryIO]
     _finish(path, writes, output, stdout)
 
 
+def keyfile_name(path: str) -> str:
+    """A keyfile's member name in the initrd: its base name, which must be UTF-8."""
+    return require_utf8(os.path.basename(path), "keyfile name")
+
+
+def read_keyfile(path: str) -> bytes:
+    return read_file(path, "NetworkManager keyfile", limit=SMALL_FILE_MAX, error=NestosError)
+
+
 def check_keyfile_names(keyfiles: Sequence[str]) -> List[str]:
     names: List[str] = []
     for k in keyfiles:
-        name = os.path.basename(k)
+        name = keyfile_name(k)
         if name in names:
             raise InputRefused(f"multiple input files named '{name}'")
         names.append(name)
@@ -103,7 +119,7 @@ def network_embed(
     stdout: Optional[BinaryIO] = None,
 ) -> None:
     names = check_keyfile_names(keyfiles)
-    contents = [_read(k) for k in keyfiles]
+    contents = [read_keyfile(k) for k in keyfiles]
     with open_iso(path) as iso:
         if not iso.features.live_initrd_network:
             raise InputRefused(NO_NET_FEATURE)

@@ -11,7 +11,12 @@ from nestos_installer.errors import NotFound
 from nestos_installer.live import outputs
 from nestos_installer.live.embed import CONFIG_IGN, NETWORK_DIR
 from nestos_installer.live.initrd import Initrd
-from nestos_installer.live.isoops import check_keyfile_names, network_extract_from, read_initrd_file
+from nestos_installer.live.isoops import (
+    check_keyfile_names,
+    network_extract_from,
+    read_initrd_file,
+    read_keyfile,
+)
 
 
 def ignition_wrap(config: bytes, output: str, stdout: Optional[BinaryIO]) -> None:
@@ -30,8 +35,7 @@ def network_wrap(keyfiles: Sequence[str], output: str, stdout: Optional[BinaryIO
     names = check_keyfile_names(keyfiles)
     initrd = Initrd()
     for name, path in zip(names, keyfiles):
-        with open(path, "rb") as f:
-            initrd.add(NETWORK_DIR + name, f.read())
+        initrd.add(NETWORK_DIR + name, read_keyfile(path))
     outputs.write_bytes_output(initrd.to_xz(), output, stdout)
 
 
