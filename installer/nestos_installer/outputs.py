@@ -87,8 +87,10 @@ def write_file(dest: PathLike, data: bytes, *, secret: bool = False, replace: bo
 
 
 def _publish(temp: Path, dest: PathLike) -> None:
-    """Give `temp` the name `dest` unless that name exists: link(2) then unlink, or where the
-    filesystem has no hard links, renameat2(RENAME_NOREPLACE); never a plain rename."""
+    """Give `temp` the name `dest` unless that name exists: link(2) then unlink; where the
+    filesystem has no hard links, renameat2(RENAME_NOREPLACE); where it has neither (FUSE
+    exFAT/NTFS on a USB stick), claim the name with O_EXCL and rename over our own claim.
+    Never a plain rename over a name we did not create."""
     try:
         os.link(temp, dest)
     except FileExistsError:
@@ -96,26 +98,20 @@ def _publish(temp: Path, dest: PathLike) -> None:
     except OSError as e:
         if e.errno not in _NO_HARD_LINKS:
             raise
-        _rename_noreplace(temp, dest)
+        if not _rename_noreplace(temp, dest):
+            _rename_over_claim(temp, dest)
         return
     os.unlink(temp)
 
 
-def _refused(dest: PathLike) -> NestosError:
-    return NestosError(
-        f"cannot create {dest} safely: its filesystem has no hard links and no "
-        "renameat2(RENAME_NOREPLACE), so publishing it could overwrite a file of that name",
-        hint="write the output to a directory on another filesystem",
-    )
-
-
-def _rename_noreplace(temp: Path, dest: PathLike) -> None:
+def _rename_noreplace(temp: Path, dest: PathLike) -> bool:
+    """renameat2(RENAME_NOREPLACE); False where the filesystem or libc does not have it."""
     try:
         import ctypes
 
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (ImportError, OSError, AttributeError):
-        raise _refused(dest) from None
+        return False
     renameat2.argtypes = (
         ctypes.c_int,
         ctypes.c_char_p,
@@ -126,13 +122,28 @@ def _rename_noreplace(temp: Path, dest: PathLike) -> None:
     renameat2.restype = ctypes.c_int
     src, dst = os.fsencode(temp), os.fsencode(dest)
     if renameat2(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE) == 0:
-        return
+        return True
     err = ctypes.get_errno()
     if err == errno.EEXIST:
         raise OutputExists(dest)
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        raise _refused(dest)
+        return False
     raise OSError(err, os.strerror(err), os.fsdecode(dst))
+
+
+def _rename_over_claim(temp: Path, dest: PathLike) -> None:
+    """The name is ours once O_CREAT|O_EXCL made it; rename(2) then replaces only that empty
+    file of ours, atomically, so no other file of that name can be overwritten."""
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise OutputExists(dest) from None
+    os.close(fd)
+    try:
+        os.rename(temp, dest)
+    except BaseException:
+        _remove(Path(os.fsdecode(dest)))
+        raise
 
 
 def _remove(path: Path) -> None:

@@ -20,6 +20,8 @@ APT_PKGS=(
   xorriso squashfs-tools kmod file curl mmdebstrap
   # test oracles and tools the tests drive
   ignition openssl openssh-client systemd
+  # a filesystem without hard links (exFAT through FUSE) for the output tests
+  exfat-fuse exfatprogs
   # building and checking the .deb and .rpm packages
   rpm debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel
   man-db

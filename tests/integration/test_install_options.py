@@ -184,7 +184,7 @@ def test_config_file_errors(demo_artifacts, tmp_path):  # noqa: F811
     unknown = tmp_path / "u.yaml"
     unknown.write_text("dest-devise: /dev/sda\n")
     proc = installer("--config-file", str(unknown))
-    assert proc.returncode == 2 and "unknown key 'dest-devise'" in proc.stderr
+    assert proc.returncode == 1 and "unknown key 'dest-devise'" in proc.stderr
     dup = tmp_path / "d.yaml"
     dup.write_text("dest-device: /dev/loop-a\n")
     proc = installer("--config-file", str(dup), *base_args(a), "/dev/loop-b")
