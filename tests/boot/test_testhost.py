@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
@@ -21,7 +22,6 @@ from helpers.testhost import (
     GATEWAY,
     RUNTIME_ADDRESS,
     HostVM,
-    running_host,
     served_host_keys,
     write_known_hosts,
 )
@@ -39,8 +39,12 @@ def image(variant: Variant) -> HostImage:
     require_qemu()
     require_tools(*TOOLS, "ssh", "ssh-keyscan")
     require(os.geteuid() == 0, "building the test host needs root (mmdebstrap, chroot)")
+    start = time.monotonic()
     img = build_image(variant)
-    print(f"{variant.value}: built in {img.build_seconds:.0f}s (0 when cached)")
+    print(
+        f"{variant.value}: image ready in {time.monotonic() - start:.0f}s "
+        f"(its build took {img.build_seconds:.0f}s)"
+    )
     return img
 
 
@@ -78,7 +82,7 @@ def test_lvm_host(tmp_path: Path) -> None:
     """Booted by GRUB from its disk; `/` on vg0/root over vda3; sshd keys-only for root and a
     passwordless sudo user; kexec usable; no python3 anywhere; DHCP on ens3 by ifupdown."""
     img = image(Variant.LVM)
-    with running_host(img, tmp_path / "vm") as vm:
+    with HostVM(img, tmp_path / "vm").running() as vm:
         print(f"lvm: boot to SSH {vm.boot_seconds:.0f}s")
         check_ssh_identity(vm, tmp_path)
         assert vm.ssh("findmnt -n -o SOURCE /") == "/dev/mapper/vg0-root"
@@ -112,7 +116,7 @@ def test_runtime_address_host(tmp_path: Path) -> None:
     them (issue 17's proof needs x2nestos to read the runtime state)."""
     img = image(Variant.RUNTIME_NET)
     address = RUNTIME_ADDRESS.split("/")[0]
-    with running_host(img, tmp_path / "vm") as vm:
+    with HostVM(img, tmp_path / "vm").running() as vm:
         print(f"runtime-net: boot to SSH {vm.boot_seconds:.0f}s")
         assert vm.address == address
         addr = json.loads(vm.ssh("ip -j addr show dev ens3"))[0]["addr_info"]
@@ -131,7 +135,7 @@ def test_two_pv_host(tmp_path: Path) -> None:
     """vg0 spans two whole disks and the root LV sits on both of them."""
     img = image(Variant.TWO_PV)
     assert len(img.disks) == 2
-    with running_host(img, tmp_path / "vm") as vm:
+    with HostVM(img, tmp_path / "vm").running() as vm:
         print(f"two-pv: boot to SSH {vm.boot_seconds:.0f}s")
         assert vm.ssh("vgs --noheadings -o pv_count vg0") == "2"
         pvs = sorted(vm.ssh("pvs --noheadings -o pv_name,vg_name").split("\n"))
@@ -148,7 +152,7 @@ def test_no_kexec_host(tmp_path: Path) -> None:
     """kexec-tools is not installed (its purge left the rest of the host as it was)."""
     img = image(Variant.NO_KEXEC)
     assert not img.variant.has_kexec
-    with running_host(img, tmp_path / "vm") as vm:
+    with HostVM(img, tmp_path / "vm").running() as vm:
         print(f"no-kexec: boot to SSH {vm.boot_seconds:.0f}s")
         assert vm.target().run("command -v kexec", check=False).returncode != 0
         status = vm.ssh("dpkg-query -W -f '${db:Status-Abbrev}' kexec-tools 2>/dev/null || true")

@@ -104,12 +104,12 @@ def write_known_hosts(path: Path, host: str, port: int, keys: Sequence[str]) -> 
     return path
 
 
-def served_host_keys(port: int, host: str = LOCALHOST) -> List[str]:
-    """The host keys an SSH server really answers with (`type base64`), by ssh-keyscan."""
+def served_host_keys(port: int, host: str = LOCALHOST, key_type: str = "ed25519") -> List[str]:
+    """The host keys of `key_type` an SSH server really answers with (`type base64`)."""
     proc = subprocess.run(
-        ["ssh-keyscan", "-T", "20", "-p", str(port), host],
+        ["ssh-keyscan", "-T", "60", "-t", key_type, "-p", str(port), host],
         capture_output=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     lines = proc.stdout.decode().splitlines()
@@ -124,18 +124,34 @@ def free_port() -> int:
 
 
 class HostVM:
-    """One running test host. Use `running_host()`, which always stops and cleans up."""
+    """One test host on overlays in `workdir` (kept across restarts). `with vm.running():`
+    boots it and always stops it; start()/stop() for reboots in between.
 
-    def __init__(self, image: HostImage, workdir: Path, *, memory: int = 1024) -> None:
+    guest_forwards: ("10.0.2.100:80", host_port) pairs: the guest reaches 127.0.0.1:host_port
+    at that address. restrict: the guest reaches nothing else (and DHCP gives no router).
+    """
+
+    def __init__(
+        self,
+        image: HostImage,
+        workdir: Path,
+        *,
+        memory: int = 1024,
+        guest_forwards: Sequence[Tuple[str, int]] = (),
+        extra_disks: Sequence[Path] = (),
+        restrict: bool = False,
+    ) -> None:
         self.image = image
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.memory = memory
+        self.guest_forwards = tuple(guest_forwards)
+        self.extra_disks = tuple(extra_disks)
+        self.restrict = restrict
         self.serial_log = workdir / "serial.log"
         self.known_hosts = workdir / "known_hosts"
         self.port = 0
         self.boot_seconds = 0.0
-        self.guest_forwards: Tuple[Tuple[str, int], ...] = ()
-        self.extra_disks: Tuple[Path, ...] = ()
         self._proc: Optional[subprocess.Popen[bytes]] = None
 
     @property
@@ -173,7 +189,9 @@ class HostVM:
         return out
 
     def qemu_argv(self) -> List[str]:
-        net = f"user,id=n0,restrict=on,hostfwd=tcp:{LOCALHOST}:{self.port}-{self.address}:22"
+        # restrict=on would also drop the router from QEMU's DHCP answer: no default route
+        net = f"user,id=n0,restrict={'on' if self.restrict else 'off'}"
+        net += f",hostfwd=tcp:{LOCALHOST}:{self.port}-{self.address}:22"
         for guest, host_port in self.guest_forwards:
             net += f",guestfwd=tcp:{guest}-tcp:{LOCALHOST}:{host_port}"
         argv = [
@@ -228,6 +246,18 @@ class HostVM:
             time.sleep(2)
         return False
 
+    @contextlib.contextmanager
+    def running(self, timeout: float = 600) -> Iterator[HostVM]:
+        """Started (SSH answers) inside the block; stopped, then killed, on the way out."""
+        try:
+            self.start(timeout=timeout)
+            yield self
+        finally:
+            try:
+                self.stop()
+            finally:
+                self.kill()
+
     def stop(self, timeout: float = 120) -> None:
         """Power off through the guest, then kill QEMU if it is still there after `timeout`."""
         proc = self._proc
@@ -255,31 +285,3 @@ class HostVM:
         log = self.serial_log.read_text(errors="replace") if self.serial_log.exists() else ""
         tail = "\n".join(log.replace("\r", "").splitlines()[-40:])
         return f"qemu stderr: {err}\nconsole tail:\n{tail}"
-
-
-@contextlib.contextmanager
-def running_host(
-    image: HostImage,
-    workdir: Path,
-    *,
-    memory: int = 1024,
-    guest_forwards: Sequence[Tuple[str, int]] = (),
-    extra_disks: Sequence[Path] = (),
-    timeout: float = 600,
-) -> Iterator[HostVM]:
-    """A started test host on overlays in `workdir`; stopped (then killed) on exit.
-
-    guest_forwards: ("10.0.2.100:80", host_port) pairs the guest may reach (nothing else).
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    vm = HostVM(image, workdir, memory=memory)
-    vm.guest_forwards = tuple(guest_forwards)
-    vm.extra_disks = tuple(extra_disks)
-    try:
-        vm.start(timeout=timeout)
-        yield vm
-    finally:
-        try:
-            vm.stop()
-        finally:
-            vm.kill()
