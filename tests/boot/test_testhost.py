@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import pytest
 
-from fixtures.testhost.build import TOOLS, HostImage, Variant, build_image
+from fixtures.testhost.build import HOSTNAME, TOOLS, HostImage, Variant, build_image
 from helpers.capabilities import require, require_qemu, require_tools
 from helpers.testhost import (
     GATEWAY,
@@ -91,7 +91,7 @@ def test_lvm_host(tmp_path: Path) -> None:
         assert chain == [("vg0-root", "lvm"), ("vda3", "part"), ("vda", "disk")], chain
         assert vm.ssh("cat /proc/cmdline").find("root=/dev/mapper/vg0-root") >= 0
         assert vm.ssh("lsblk -n -o PARTTYPENAME /dev/vda1") == "BIOS boot"
-        assert vm.ssh("hostname") == "testhost"
+        assert vm.ssh("hostname") == HOSTNAME
         # no python at all: neither a package nor a command
         assert vm.ssh("dpkg -l | grep -i python || true") == ""
         assert vm.target().run("command -v python3", check=False).returncode != 0
