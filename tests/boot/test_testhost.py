@@ -92,6 +92,11 @@ def test_lvm_host(tmp_path: Path) -> None:
         assert vm.ssh("cat /proc/cmdline").find("root=/dev/mapper/vg0-root") >= 0
         assert vm.ssh("lsblk -n -o PARTTYPENAME /dev/vda1") == "BIOS boot"
         assert vm.ssh("hostname") == HOSTNAME
+        # files go both ways over the SSH channel, bytes and mode intact
+        data = os.urandom(300_000)
+        vm.target().write_file("/var/tmp/payload.bin", data, mode=0o600)
+        assert vm.target().read_file("/var/tmp/payload.bin") == data
+        assert vm.ssh("stat -c %a /var/tmp/payload.bin") == "600"
         # no python at all: neither a package nor a command
         assert vm.ssh("dpkg -l | grep -i python || true") == ""
         assert vm.target().run("command -v python3", check=False).returncode != 0
@@ -138,8 +143,10 @@ def test_two_pv_host(tmp_path: Path) -> None:
     with HostVM(img, tmp_path / "vm").running() as vm:
         print(f"two-pv: boot to SSH {vm.boot_seconds:.0f}s")
         assert vm.ssh("vgs --noheadings -o pv_count vg0") == "2"
-        pvs = sorted(vm.ssh("pvs --noheadings -o pv_name,vg_name").split("\n"))
-        assert [p.split() for p in pvs] == [["/dev/vda3", "vg0"], ["/dev/vdb", "vg0"]], pvs
+        pvs = sorted(
+            ln.split() for ln in vm.ssh("pvs --noheadings -o pv_name,vg_name").splitlines()
+        )
+        assert pvs == [["/dev/vda3", "vg0"], ["/dev/vdb", "vg0"]], pvs
         tree = flatten(lsblk_tree(vm, "/dev/mapper/vg0-root"))
         disks = sorted(str(n["serial"]) for n in tree if n["type"] == "disk")
         assert disks == ["testhost-disk0", "testhost-disk1"], tree

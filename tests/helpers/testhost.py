@@ -217,6 +217,7 @@ class HostVM:
             write_known_hosts(self.known_hosts, LOCALHOST, self.port, self.image.host_keys)
             start = time.monotonic()
             with open(self.workdir / "qemu.err", "ab") as err:
+                seen = err.tell()
                 self._proc = subprocess.Popen(
                     self.qemu_argv(),
                     stdin=subprocess.DEVNULL,
@@ -227,7 +228,7 @@ class HostVM:
             if self.wait_for_ssh(timeout):
                 self.boot_seconds = time.monotonic() - start
                 return
-            if "host forwarding rule" not in (self.workdir / "qemu.err").read_text():
+            if b"host forwarding rule" not in (self.workdir / "qemu.err").read_bytes()[seen:]:
                 break
         self.kill()
         raise HostError(f"the test host gave no SSH login:\n{self.describe()}")
