@@ -18,6 +18,8 @@ APT_PKGS=(
   # demo image, live ISO and boots
   qemu-system-x86 ovmf systemd-boot-efi grub-efi-amd64-bin grub-pc-bin busybox-static mtools
   xorriso squashfs-tools kmod file curl mmdebstrap
+  # disk-booted test hosts (tests/fixtures/testhost): qcow2 overlays
+  qemu-utils
   # test oracles and tools the tests drive
   ignition openssl openssh-client systemd
   # a filesystem without hard links (exFAT through FUSE) for the output tests

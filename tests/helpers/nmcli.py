@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from fixtures.hostfacts.debianhost import cache_root
+from nestos_demo.util import cache_root
 
 PROBE = "[connection]\nid=probe\ntype=ethernet\n"
 
