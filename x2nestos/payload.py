@@ -1,19 +1,20 @@
 """What the live environment receives: the destination Ignition (user config + carried identity),
 the installer.d config, network keyfiles, the target re-check, and the live Ignition carrying them.
 
-Pure functions from data to bytes (stdlib json/gzip/base64); nothing here touches the host.
+Pure functions from data to bytes (stdlib json/base64, gzip via nestos_installer.compression);
+nothing here touches the host.
 """
 
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import re
 import shlex
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from nestos_installer.compression import Compression
 from nestos_installer.errors import ConfigError, UsageError
 from x2nestos.identity import NESTOS_SUDO_GROUP, Identity
 from x2nestos.initramfs import Member
@@ -56,8 +57,9 @@ HASH_RE = re.compile(r"^(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})$")
 
 
 def data_url(data: bytes) -> Dict[str, Any]:
-    """An Ignition resource holding `data` gzip-compressed (deterministic: mtime 0)."""
-    packed = base64.b64encode(gzip.compress(data, compresslevel=9, mtime=0)).decode()
+    """An Ignition resource holding `data` gzip-compressed (deterministic: mtime 0, and the same
+    bytes on every Python: 3.7's gzip.compress has no `mtime`)."""
+    packed = base64.b64encode(Compression.GZIP.compress(data)).decode()
     return {"compression": "gzip", "source": "data:;base64," + packed}
 
 
