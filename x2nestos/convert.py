@@ -45,7 +45,7 @@ def stage(plan: Plan) -> tuple[Path, Path]:
     a 0700 directory on disk-backed storage."""
     cfg = plan.config
     art, payload = plan.artifacts, plan.payload
-    if art is None or payload is None:
+    if art is None or payload is None or plan.target is None or not plan.target.stable_path:
         raise UsageError("nothing to stage (no artifacts or no target)")
     directory, kernel, initrd = staging_paths(cfg)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)

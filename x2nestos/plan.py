@@ -70,6 +70,8 @@ DEFAULT_CARRY = frozenset({Carry.CONSOLE, Carry.NETWORK})
 DEFAULT_WORK_DIR = Path("/var/lib/x2nestos")
 # Interface naming kargs: carried with the network so carried names keep meaning the same NICs.
 NAMING_KARGS = ("net.ifnames=", "biosdevname=")
+# The installer config's dest-device while no target is usable (the plan is shown, never staged).
+NO_TARGET = "<no usable target disk: see the target check>"
 DEFAULT_CONSOLES = {"x86_64": ("tty0", "ttyS0,115200n8"), "aarch64": ("tty0", "ttyAMA0,115200n8")}
 
 
@@ -391,11 +393,13 @@ def _payload(
     try:
         user = _user_ignition(cfg)
         checks.append(_login(cfg, user, c.ident))
-        if target is None or not target.stable_path:
-            return None, 0
+        # Without a usable target (a check says why) the plan still shows everything else.
+        dest, size, serial = NO_TARGET, 0, None
+        if target is not None and target.stable_path:
+            dest, size, serial = target.stable_path, target.size, target.serial
         paths = LivePaths(art.prefix if art else "nestos")
         inst = installer_config(
-            target.stable_path,
+            dest,
             paths=paths,
             consoles=_dest_consoles(cfg, art, c),
             save_partlabel=cfg.save_partlabel,
@@ -405,7 +409,7 @@ def _payload(
             dest_ignition(user, c.ident, c.net.keyfiles),
             inst,
             c.net.keyfiles,
-            target_check_script(target.stable_path, target.size, target.serial),
+            target_check_script(dest, size, serial),
             paths,
         )
         return payload, len(archive(payload.members(), cfg.compression))
