@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from nestos_installer import disks
-from nestos_installer import run as runner
 from nestos_installer.errors import ConfigError, NestosError, UsageError
 from nestos_installer.signature.policy import Keyring
 from x2nestos import hostfacts, identity, netstate, network, preflight
@@ -151,6 +150,7 @@ class Plan:
     not_carried: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     interfaces: List[network.IfacePlan] = field(default_factory=list)
+    host: Dict[str, Any] = field(default_factory=dict)  # what the host is, as found
 
     @property
     def ok(self) -> bool:
@@ -184,6 +184,7 @@ class Plan:
             "carried": self.carried,
             "not-carried": self.not_carried,
             "notes": self.notes,
+            "host": self.host,
         }
 
 
@@ -219,8 +220,11 @@ def _consoles(cfg: ConvertConfig, arch: str) -> Tuple[List[str], bool]:
     return list(DEFAULT_CONSOLES.get(canon, ("tty0",))), False
 
 
-def _network(cfg: ConvertConfig, checks: List[Check]) -> network.NetworkFacts:
-    """The network NestOS will have, and the check that it still carries this host."""
+def _network(
+    cfg: ConvertConfig, checks: List[Check]
+) -> Tuple[network.NetworkFacts, netstate.RuntimeState]:
+    """The network NestOS will have (and the runtime state it was read with), and the check
+    that it still carries this host."""
     runtime = netstate.read_runtime(cfg.root)
     if cfg.network_mode is network.NetworkMode.DHCP:
         net = network.dhcp_facts(runtime)
@@ -237,7 +241,7 @@ def _network(cfg: ConvertConfig, checks: List[Check]) -> network.NetworkFacts:
             must_carry=cfg.must_carry,
         )
     )
-    return net
+    return net, runtime
 
 
 def _carry_lists(
@@ -322,6 +326,7 @@ class _Carried:
 
     ident: identity.Identity
     net: network.NetworkFacts
+    runtime: netstate.RuntimeState
     naming: List[str]
     consoles: List[str]
     carried: List[str]
@@ -336,7 +341,7 @@ def _carry(cfg: ConvertConfig, machine: str, checks: List[Check]) -> _Carried:
         host_keys=Carry.HOST_KEYS in cfg.carry,
         hostname=Carry.HOSTNAME in cfg.carry,
     )
-    net = _network(cfg, checks)
+    net, runtime = _network(cfg, checks)
     carried, not_carried, notes = _carry_lists(ident, net)
     naming: List[str] = []
     if Carry.NETWORK in cfg.carry:
@@ -349,7 +354,7 @@ def _carry(cfg: ConvertConfig, machine: str, checks: List[Check]) -> _Carried:
         "users' passwords, packages, services, /etc and data on the target "
         "(NestOS is installed fresh)"
     ]
-    return _Carried(ident, net, naming, consoles, carried, not_carried, notes)
+    return _Carried(ident, net, runtime, naming, consoles, carried, not_carried, notes)
 
 
 def _user_ignition(cfg: ConvertConfig) -> DestSource:
@@ -460,7 +465,9 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     ]
     art, art_checks = _artifact_checks(cfg, machine, download)
     checks += art_checks
-    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+    checks += preflight.check_kexec(
+        kexec, hostfacts.have_tool(root, "kexec"), hostfacts.kexec_install_command(root)
+    )
     target, target_error = _target(cfg)
     checks += preflight.check_target(
         target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
@@ -485,7 +492,25 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         c.not_carried,
         c.notes + _save_notes(cfg, target),
         c.net.interfaces,
+        host_facts(root, c.runtime),
     )
+
+
+def host_facts(root: Path, runtime: netstate.RuntimeState) -> Dict[str, Any]:
+    """The host as found (whatever is carried): name, system, who logs in by key, addresses."""
+    users = identity.read_identity(root, users=True, host_keys=False, hostname=False).users
+    return {
+        "hostname": identity.read_hostname(root),
+        "os": hostfacts.os_release(root).get("PRETTY_NAME"),
+        "kernel": hostfacts.kernel_release(root),
+        "users-with-keys": [u.name for u in users],
+        "addresses": {
+            link.name: [a.cidr for a in link.addresses]
+            for link in runtime.links
+            if link.addresses and not link.loopback
+        },
+        "default-route": runtime.default_devices(),
+    }
 
 
 def staging_paths(cfg: ConvertConfig) -> Tuple[Path, Path, Path]:

@@ -23,7 +23,7 @@ PACKAGES = (
     "systemd-sysv udev kmod iproute2 util-linux mount fdisk gdisk e2fsprogs xfsprogs dosfstools "
     "gpgv gnupg xz-utils zstd gzip python3 python3-click python3-requests python3-yaml "
     "python3-gnupg python3-tqdm python3-parted python3-cryptography python3-pycdlib "
-    "python3-urllib3"
+    "python3-urllib3 openssh-server"
 ).split()
 # modules the guest may need (Debian builds them as modules); modprobe adds dependencies
 MODULES = (
@@ -167,6 +167,16 @@ def _configure(root: Path) -> None:
     for doc in ("usr/share/doc", "usr/share/man", "usr/share/locale", "var/cache/apt"):
         shutil.rmtree(root / doc, ignore_errors=True)
         (root / doc).mkdir(parents=True, exist_ok=True)
+    _no_shared_ssh(etc)
+
+
+def _no_shared_ssh(etc: Path) -> None:
+    """sshd is there for x2nestos --host, which brings the host key and the authorized keys
+    and starts it: no host key made at build time (every boot would share it), not started
+    on its own."""
+    for key in (etc / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    (etc / "systemd/system/multi-user.target.wants/ssh.service").unlink(missing_ok=True)
 
 
 ZSTD = ("zstd", "-q", "-1", "-T0")
