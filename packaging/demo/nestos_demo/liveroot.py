@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from nestos_demo import debroot
 from nestos_demo.kernel import Kernel, ensure_kernel
 from nestos_demo.live import LivePayload, features, make_rootfs
 from nestos_demo.util import BuildError, cache_root, file_lock, package_dir, run
@@ -78,32 +79,6 @@ def input_hash(kernel_version: str) -> str:
         for p in _tree_files(base):
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
-
-
-def _install_modules(root: Path, kernel: Kernel) -> None:
-    mod_root = kernel.root / "lib" / "modules" / kernel.version
-    dest = root / "lib" / "modules" / kernel.version
-    dest.mkdir(parents=True, exist_ok=True)
-    available = [m for m in MODULES if _module_known(kernel, m)]
-    for ko in kernel.module_files(available):
-        rel = ko.resolve().relative_to(mod_root.resolve())
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ko, dest / rel)
-    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
-        if (mod_root / name).exists():
-            shutil.copy2(mod_root / name, dest / name)
-    # no modules-load.d: udev loads device drivers by modalias, mount asks for fs-* modules,
-    # and loading everything up front costs ~20 s under TCG
-    run(["depmod", "-b", root, kernel.version])
-
-
-def _module_known(kernel: Kernel, name: str) -> bool:
-    """False for modules built into the kernel (modprobe would print `builtin`)."""
-    try:
-        kernel.module_files([name])
-    except BuildError:
-        return False
-    return True
 
 
 def _install_ours(root: Path) -> None:
@@ -219,7 +194,7 @@ def build_live_rootfs(cache_dir: Optional[Path] = None, kernel: Optional[Kernel]
                     root,
                 ]
             )
-            _install_modules(root, kernel)
+            debroot.install_modules(root, kernel, MODULES)
             _install_ours(root)
             _configure(root)
             tmp = work / "rootfs.cpio.zst"
