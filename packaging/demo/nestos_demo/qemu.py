@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 BEGIN = "=====NESTOS-DEMO-BEGIN====="
 END = "=====NESTOS-DEMO-END====="
@@ -285,27 +285,33 @@ def boot(
             extra_args=extra_args,
         )
         start = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        timed_out = False
-        try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _, err = _kill(proc)
-        finally:
-            if proc.poll() is None:
-                _kill(proc)
+        rc, err, timed_out = _run_to_exit(argv, timeout)
         seconds = time.monotonic() - start
         text = log.read_bytes().decode(errors="replace").replace("\r", "")
-        if proc.returncode not in (0, None) and not timed_out and BEGIN not in text:
-            raise BootError(f"qemu exited with {proc.returncode}: {err.decode(errors='replace')}")
-        return BootResult(text, marker_block(text), proc.returncode or 0, seconds, timed_out)
+        if rc not in (0, None) and not timed_out and BEGIN not in text:
+            raise BootError(f"qemu exited with {rc}: {err.decode(errors='replace')}")
+        return BootResult(text, marker_block(text), rc or 0, seconds, timed_out)
+
+
+def _run_to_exit(argv: Sequence[str], timeout: float) -> Tuple[Optional[int], bytes, bool]:
+    """Run QEMU until it exits or `timeout`: (status, stderr, timed out); never left running."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _, err = _kill(proc)
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+    return proc.returncode, err, timed_out
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
