@@ -256,9 +256,10 @@ def test_pxe_autoinstall_then_disk_boots(
     )
     disk = tmp_path / "disk.img"
     _blank_disk_with_data(disk, demo_artifacts, with_data=True)
-    # no rdinit=: /init applies the customize config (installer.d), then execs systemd
+    # no rdinit=: /init runs Ignition on the customize config (installer.d), then systemd;
+    # Ignition needs the kargs `pxe customize` asks for
     append = (
-        "console=ttyS0,115200n8 panic=1 "
+        "console=ttyS0,115200n8 panic=1 ignition.firstboot ignition.platform.id=metal "
         "nestos.inst.install_dev=/dev/vda nestos.inst.ignition_url=http://10.0.2.100/cfg.ign "
         "nestos.inst.save_partlabel=data* ip=dhcp"
     )
@@ -266,7 +267,7 @@ def test_pxe_autoinstall_then_disk_boots(
     (tmp_path / "live-serial.log").write_text(run.serial)
     print(f"live autoinstall boot: {run.seconds:.1f}s")
     assert run.exited, f"live system did not reboot after {run.seconds:.0f}s:\n{_tail(run.serial)}"
-    assert "nestos-live-ignition: file /etc/nestos/installer.d/0000-customize.yaml" in run.serial
+    assert 'writing file "/etc/nestos/installer.d/0000-customize.yaml"' in run.serial
     expected = (
         "nestos-installer install --config-file /etc/nestos/installer.d/0000-customize.yaml "
         "/dev/vda --ignition-url http://10.0.2.100/cfg.ign --insecure-ignition"

@@ -90,7 +90,8 @@ def test_iso_autoinstall_uefi_then_disk_boots(
     # the install is driven by the embedded installer.d config alone, not by nestos.inst.* kargs
     live_cmdline = serial.split("Command line:", 1)[-1].split("\n", 1)[0]
     assert "nestos.liveiso=" in live_cmdline and "nestos.inst." not in live_cmdline
-    assert "nestos-live-ignition: file /etc/nestos/installer.d/" in serial, _tail(serial)
+    # the live system's Ignition wrote the installer config that `iso customize` embedded
+    assert 'writing file "/etc/nestos/installer.d/' in serial, _tail(serial)
     assert "nestos-installer install --config-file /etc/nestos/installer.d/" in serial
     assert "--image-file /usr/share/nestos-installer/metal/" in serial, _tail(serial)
     assert "nestos-installer: install complete." in serial, _tail(serial)

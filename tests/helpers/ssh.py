@@ -9,7 +9,7 @@ import contextlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -75,15 +75,18 @@ def booted(
     user: str = "core",
     guest_addr: str = "",
     pinned_host_key: Optional[str] = None,
+    **vm_options: Any,
 ) -> Iterator[Guest]:
     """Boot `disk` (written in place), wait for `user` to log in with `key`, yield the guest.
 
     `guest_addr`: the address the guest's sshd listens on (a static profile); `pinned_host_key`:
-    the only host key to accept. The serial log stays in `workdir` as <name>-serial.log.
+    the only host key to accept; `vm_options`: more of nestos_demo.vm.running's (kind, memory,
+    extra_disks, kernel, initrd, append). The serial log stays in `workdir` as <name>.serial.
     """
     require_ssh()
+    serial = workdir / f"{name}.serial"
     with running(
-        disk, firmware=firmware, ssh_guest_addr=guest_addr, serial_log=workdir / f"{name}.serial"
+        disk, firmware=firmware, ssh_guest_addr=guest_addr, serial_log=serial, **vm_options
     ) as vm:
         login = Login(vm.ssh_port, user, key, workdir / f"{name}.known_hosts")
         if pinned_host_key is not None:

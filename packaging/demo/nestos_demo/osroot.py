@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from nestos_demo import VERSION, debroot
+from nestos_demo import VERSION, debroot, guestconf
 from nestos_demo.kernel import Kernel, ensure_kernel
 from nestos_demo.util import (
     BuildError,
@@ -40,7 +40,7 @@ DRACUT_MODULES = (
     "systemd systemd-initrd systemd-networkd base fs-lib rootfs-block kernel-modules "
     "udev-rules ignition nestos-firstboot"
 ).split()
-GUEST = Path(__file__).resolve().parent / "guest" / "os"
+GUEST = guestconf.GUEST
 MiB = 1 << 20
 
 OS_RELEASE = f"""NAME="NestOS"
@@ -57,65 +57,7 @@ FSTAB = """# <file system> <mount point> <type> <options> <dump> <pass>
 LABEL=root / xfs defaults 0 0
 LABEL=boot /boot ext4 defaults 0 0
 """
-# Ignition writes SSH keys as fragments in ~/.ssh/authorized_keys.d/ (as on FCOS)
-SSHD_CONFIG = """# NestOS demo: keys only, including the ones Ignition wrote
-AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys.d/ignition
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UseDNS no
-"""
-# The first boot runs `systemctl preset-all` (enable only): keep networkd and friends off,
-# NetworkManager owns the network. Ignition's own 20-ignition.preset comes first.
-PRESET = """disable systemd-networkd.service
-disable systemd-networkd.socket
-disable systemd-network-generator.service
-disable systemd-networkd-wait-online.service
-disable systemd-resolved.service
-disable getty@.service
-"""
-# Debian's Ignition asks the root for its SELinux policy type before relabeling (a no-op here)
-SELINUX_CONFIG = """# NestOS demo (Debian based): no SELinux
-SELINUX=disabled
-SELINUXTYPE=default
-"""
-# as Fedora CoreOS's coreos-sudo-group: the admin group (sudo on Debian) needs no password
-SUDOERS = "%sudo ALL=(ALL) NOPASSWD: ALL\n"
-# volatile journal: nothing to flush to /var at boot
-JOURNALD = """[Journal]
-Storage=volatile
-"""
-# Units a headless TCG guest does not need and that cost seconds of emulated CPU per boot.
-MASK = (
-    "e2scrub_reap.service e2scrub_all.timer fstrim.timer dpkg-db-backup.timer apt-daily.timer "
-    "apt-daily-upgrade.timer systemd-pstore.service modprobe@drm.service modprobe@fuse.service "
-    "modprobe@dm_mod.service modprobe@efi_pstore.service dev-hugepages.mount dev-mqueue.mount "
-    "sys-kernel-debug.mount sys-kernel-tracing.mount sys-fs-fuse-connections.mount "
-    "getty@tty1.service systemd-firstboot.service"
-).split()
-# Debian's ssh.service checks the config (sshd -t) before starting: a second sshd per boot
-SSH_DROPIN = """[Service]
-ExecStartPre=
-"""
-UNITS = ("nestos-firstboot-complete.service", "nestos-sshd-keygen.service")
-# files Ignition may be asked to write must not exist (it does not overwrite by default);
-# host keys and machine-id are made on the first boot
-REMOVE = (
-    "etc/hostname",
-    "etc/resolv.conf",
-    "etc/ssh/ssh_host_ecdsa_key",
-    "etc/ssh/ssh_host_ecdsa_key.pub",
-    "etc/ssh/ssh_host_ed25519_key",
-    "etc/ssh/ssh_host_ed25519_key.pub",
-    "etc/ssh/ssh_host_rsa_key",
-    "etc/ssh/ssh_host_rsa_key.pub",
-    "var/lib/dbus/machine-id",
-    "var/cache/apt",
-    "var/lib/apt/lists",
-    "boot",
-    # runs ifupdown's hooks on every NetworkManager event; there is no ifupdown here
-    "etc/NetworkManager/dispatcher.d/01-ifupdown",
-)
+UNITS = ("nestos-firstboot-complete.service",)
 
 
 @dataclass(frozen=True)
@@ -142,37 +84,23 @@ def input_hash(kernel_version: str) -> str:
     h = hashlib.sha256()
     h.update(f"{debroot.SUITE}\0{PACKAGES}\0{MODULES}\0{DRACUT_MODULES}\0".encode())
     h.update(f"{kernel_version}\0".encode())
-    h.update(Path(__file__).read_bytes() + Path(debroot.__file__).read_bytes())
+    for name in ("osroot.py", "debroot.py", "guestconf.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
     h.update(_tree_bytes(GUEST))
     return h.hexdigest()
 
 
-def _install_guest_files(root: Path) -> None:
+def _configure(root: Path) -> None:
+    """NestOS identity, fstab, the dracut module, the shared guest settings."""
     dracut_dir = root / "usr" / "lib" / "dracut" / "modules.d"
     src = GUEST / "dracut" / "50nestos-firstboot"
     shutil.copytree(src, dracut_dir / src.name, dirs_exist_ok=True)
-    units = root / "usr" / "lib" / "systemd" / "system"
-    for name in UNITS:
-        shutil.copy2(GUEST / "units" / name, units / name)
-
-
-def _configure(root: Path) -> None:
-    """NestOS identity, fstab, sshd and preset policy; first-boot state left unset."""
-    debroot.remove_paths(root, REMOVE)
+    debroot.remove_paths(root, ("boot", "var/cache/apt", "var/lib/apt/lists"))
+    for d in ("boot", "var/cache/apt", "var/lib/apt/lists"):
+        (root / d).mkdir(parents=True)
     debroot.write_file(root, "usr/lib/os-release", OS_RELEASE)
     debroot.write_file(root, "etc/fstab", FSTAB)
-    debroot.write_file(root, "etc/ssh/sshd_config.d/50-nestos.conf", SSHD_CONFIG)
-    debroot.write_file(root, "etc/selinux/config", SELINUX_CONFIG)
-    debroot.write_file(root, "etc/sudoers.d/nestos-sudo-group", SUDOERS, 0o440)
-    debroot.write_file(root, "usr/lib/systemd/system-preset/80-nestos.preset", PRESET)
-    # "uninitialized": systemd treats the boot as the first one (machine-id, preset-all)
-    debroot.write_file(root, "etc/machine-id", "uninitialized\n", 0o444)
-    for d in ("boot", "var/cache/apt", "var/lib/apt/lists"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    debroot.write_file(root, "etc/systemd/journald.conf.d/50-nestos.conf", JOURNALD)
-    debroot.write_file(root, "etc/systemd/system/ssh.service.d/50-nestos.conf", SSH_DROPIN)
-    run(["chroot", root, "systemctl", "enable", *UNITS], env=debroot.chroot_env())
-    run(["chroot", root, "systemctl", "mask", *MASK], env=debroot.chroot_env())
+    guestconf.configure(root, UNITS)
 
 
 def _dracut(root: Path, kernel: Kernel, out: Path) -> None:
@@ -239,7 +167,6 @@ def _build(out: Path, kernel: Kernel, digest: str, steps: Steps) -> None:
             debroot.mmdebstrap(root, PACKAGES, work)
         with steps.step("kernel modules, NestOS units, dracut initramfs with Ignition"):
             debroot.install_modules(root, kernel, MODULES)
-            _install_guest_files(root)
             _configure(root)
             _dracut(root, kernel, out / "initramfs.img")
         with steps.step("root filesystem (xfs, label root)"):

@@ -93,10 +93,14 @@ def running(
     extra_disks: Sequence[Union[Path, Disk]] = (),
     serial_log: Optional[Path] = None,
     extra_args: Sequence[str] = (),
+    kernel: Optional[Path] = None,
+    initrd: Optional[Sequence[Path]] = None,
+    append: Optional[str] = None,
 ) -> Iterator[Vm]:
     """Start the guest (writes go to `media` unless `snapshot`); kill it when the block ends.
 
-    A port taken between choosing and binding it is retried with another one.
+    kind: as qemu.boot ("kernel": -kernel/-initrd/-append, `media` is the first disk). A port
+    taken between choosing and binding it is retried with another one.
     """
     if shutil.which("qemu-system-x86_64") is None:
         raise BootError("qemu-system-x86_64 not found (apt: qemu-system-x86)")
@@ -110,7 +114,7 @@ def running(
                 argv = qemu_argv(
                     media, firmware=firmware, kind=kind, serial_log=log, memory=memory, ssh=fwd,
                     vars_file=Path(tmp) / "vars.fd", snapshot=snapshot, extra_disks=extra_disks,
-                    extra_args=extra_args,
+                    extra_args=extra_args, kernel=kernel, initrd=initrd, append=append,
                 )  # fmt: skip
                 vm = _start(argv, log, Path(tmp) / "qemu.err", port)
                 time.sleep(1)

@@ -23,8 +23,9 @@ install_firstboot_unit() {
 install() {
     inst_multiple mount umount cp mkdir chmod basename cat
     inst_script "$moddir/nestos-ignition-setup-user.sh" /usr/sbin/nestos-ignition-setup-user
-    # Debian's Ignition relabels for SELinux after its files stage; this image has none
-    inst_script "$moddir/setfiles" /usr/sbin/setfiles
+    # Debian's Ignition relabels for SELinux after its files stage; the root's setfiles
+    # (guest/os/bin/setfiles) knows this image has no SELinux and labels nothing
+    inst_script /usr/sbin/setfiles /usr/sbin/setfiles
     inst_script "$moddir/nestos-copy-firstboot-network.sh" \
         /usr/sbin/nestos-copy-firstboot-network
     install_firstboot_unit nestos-ignition-setup-user.service
