@@ -224,6 +224,13 @@ def _read_data_file(disk: Path, start: int, size: int) -> str:
         return out.stdout
 
 
+def _pxe_customize(live_rootfs: Path, out: Path, dest_karg: str) -> Path:
+    """`pxe customize --dest-karg-append` of the live rootfs initramfs into `out`."""
+    argv = [NESTOS_INSTALLER, "pxe", "customize", "--dest-karg-append", dest_karg, "-o", str(out)]
+    subprocess.run([*argv, str(live_rootfs)], check=True, capture_output=True, timeout=300)
+    return out
+
+
 def test_pxe_autoinstall_then_disk_boots(
     demo_artifacts: Artifacts,  # noqa: F811
     live_rootfs: Path,
@@ -237,23 +244,7 @@ def test_pxe_autoinstall_then_disk_boots(
     require_tools("sgdisk", "sfdisk", "mke2fs", "debugfs")
     served, port = http_dir
     shutil.copy(demo_artifacts.ignition, served / "cfg.ign")
-    custom = tmp_path / "custom.img"
-    exe = Path(NESTOS_INSTALLER)
-    subprocess.run(
-        [
-            str(exe),
-            "pxe",
-            "customize",
-            "--dest-karg-append",
-            "nestos.test=customized",
-            "-o",
-            str(custom),
-            str(live_rootfs),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    custom = _pxe_customize(live_rootfs, tmp_path / "custom.img", "nestos.test=customized")
     disk = tmp_path / "disk.img"
     _blank_disk_with_data(disk, demo_artifacts, with_data=True)
     # no rdinit=: /init runs Ignition on the customize config (installer.d), then systemd;

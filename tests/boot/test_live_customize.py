@@ -1,8 +1,6 @@
-"""`iso customize` and `pxe customize` with upstream's semantics, checked over SSH: the live
-system's real Ignition applies the embedded config (its user logs in, its unit ran), the pre- and
-post-install hooks ran in order around the install, the --network-keyfile profile is active in
-the live system and, carried by the install, in the installed one, whose first boot applies the
---dest-ignition config. Live: systemd live rootfs (ISO: UEFI CD; PXE: kernel + initrds, BIOS).
+"""`iso/pxe customize` with upstream's semantics, over SSH: the live system's real Ignition
+applies the embedded config (user, unit), pre/post-install hooks run in order around the install,
+the --network-keyfile profile is active live and, carried, installed (with --dest-ignition).
 """
 
 from __future__ import annotations

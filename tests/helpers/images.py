@@ -1,13 +1,13 @@
-"""Session fixtures for the demo artifacts (metal image, 4Kn image, live ISO, PXE, key, Ignition)
-and for the first-boot image (`os_image`).
-
-Use in a test module with `from helpers.images import demo_artifacts  # noqa: F401` (or via
-`pytest_plugins`). The build lands in ${XDG_CACHE_HOME:-~/.cache}/nestos-installer/demo/<input
-hash>: built once, then reused by every pytest-xdist worker and later run (a file lock serialises
-concurrent builders). Treat the files as read-only: copy them before modifying (boots use
-snapshot=on). For a stream pointing at your own server, call
-`demo_artifacts.write_stream(base_url, dest=tmp_path / "demo.json")`.
+"""Session fixtures for the demo artifacts (`demo_artifacts`: busybox metal image, 4Kn image, live
+ISO, PXE, key, Ignition) and the first-boot image (`os_image`), built once into the cache.
 """
+
+# Use in a test module with `from helpers.images import demo_artifacts` (noqa F401) (or via
+# `pytest_plugins`). The build lands in ${XDG_CACHE_HOME:-~/.cache}/nestos-installer/demo/<input
+# hash>: built once, then reused by every pytest-xdist worker and later run (a file lock
+# serialises concurrent builders). Treat the files as read-only: copy them before modifying
+# (boots use snapshot=on). For a stream pointing at your own server, call
+# `demo_artifacts.write_stream(base_url, dest=tmp_path / "demo.json")`.
 
 from __future__ import annotations
 

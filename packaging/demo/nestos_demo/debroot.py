@@ -1,6 +1,5 @@
 """Debian root trees for the demo guests: mmdebstrap with a reusable .deb cache, and the kernel
 modules a guest needs (with their dependencies) copied in from the cached kernel package.
-
 Packaging code (root needed for mmdebstrap --mode=root): subprocess allowed through util.run.
 """
 

@@ -171,9 +171,11 @@ def build_live_rootfs(cache_dir: Optional[Path] = None, kernel: Optional[Kernel]
             os.replace(tmp, out)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        for old in [*base.glob("*.cpio.zst"), *base.glob(".*.lock")]:
-            if old.name.split(".")[0 if old.suffix == ".zst" else 1] != digest:
-                old.unlink(missing_ok=True)
+        # keep the newest two (~110 MB each): checkouts of two versions share the cache
+        builds = sorted(base.glob("*.cpio.zst"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in builds[2:]:
+            old.unlink(missing_ok=True)
+            (base / f".{old.name.split('.')[0]}.lock").unlink(missing_ok=True)
     return out
 
 

@@ -206,5 +206,5 @@ def build_os_root(
         say,
         "Debian root + dracut initramfs",
     )
-    prune_builds(base, keep=1)
+    prune_builds(base, keep=2)  # ~400 MB each; checkouts of two versions share the cache
     return done
