@@ -321,7 +321,11 @@ class Payload:
         return (json.dumps(self.dest, separators=(",", ":")) + "\n").encode()
 
     def live_ignition(self) -> Dict[str, Any]:
-        """For a NestOS live image (Ignition in the live initrd): the same files, via Ignition."""
+        """For a NestOS live image (Ignition in the live initrd): the same files, via Ignition.
+
+        The archive also carries them as plain files, and Ignition refuses to replace an
+        existing file unless told to: every entry says overwrite.
+        """
         files = [
             {
                 "path": "/" + CHECK_SCRIPT,
@@ -344,6 +348,8 @@ class Payload:
                 "contents": data_url(CHECK_DROPIN_TEXT.encode()),
             },
         ]
+        for f in files:
+            f["overwrite"] = True
         units = [{"name": "x2nestos-target-check.service", "contents": self.unit_text}]
         conf: Dict[str, Any] = {"ignition": {"version": SPEC}}
         if self.live_ssh is not None:

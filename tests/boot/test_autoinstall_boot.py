@@ -224,6 +224,13 @@ def _read_data_file(disk: Path, start: int, size: int) -> str:
         return out.stdout
 
 
+def _pxe_customize(live_rootfs: Path, out: Path, dest_karg: str) -> Path:
+    """`pxe customize --dest-karg-append` of the live rootfs initramfs into `out`."""
+    argv = [NESTOS_INSTALLER, "pxe", "customize", "--dest-karg-append", dest_karg, "-o", str(out)]
+    subprocess.run([*argv, str(live_rootfs)], check=True, capture_output=True, timeout=300)
+    return out
+
+
 def test_pxe_autoinstall_then_disk_boots(
     demo_artifacts: Artifacts,  # noqa: F811
     live_rootfs: Path,
@@ -237,28 +244,13 @@ def test_pxe_autoinstall_then_disk_boots(
     require_tools("sgdisk", "sfdisk", "mke2fs", "debugfs")
     served, port = http_dir
     shutil.copy(demo_artifacts.ignition, served / "cfg.ign")
-    custom = tmp_path / "custom.img"
-    exe = Path(NESTOS_INSTALLER)
-    subprocess.run(
-        [
-            str(exe),
-            "pxe",
-            "customize",
-            "--dest-karg-append",
-            "nestos.test=customized",
-            "-o",
-            str(custom),
-            str(live_rootfs),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    custom = _pxe_customize(live_rootfs, tmp_path / "custom.img", "nestos.test=customized")
     disk = tmp_path / "disk.img"
     _blank_disk_with_data(disk, demo_artifacts, with_data=True)
-    # no rdinit=: /init applies the customize config (installer.d), then execs systemd
+    # no rdinit=: /init runs Ignition on the customize config (installer.d), then systemd;
+    # Ignition needs the kargs `pxe customize` asks for
     append = (
-        "console=ttyS0,115200n8 panic=1 "
+        "console=ttyS0,115200n8 panic=1 ignition.firstboot ignition.platform.id=metal "
         "nestos.inst.install_dev=/dev/vda nestos.inst.ignition_url=http://10.0.2.100/cfg.ign "
         "nestos.inst.save_partlabel=data* ip=dhcp"
     )
@@ -266,7 +258,7 @@ def test_pxe_autoinstall_then_disk_boots(
     (tmp_path / "live-serial.log").write_text(run.serial)
     print(f"live autoinstall boot: {run.seconds:.1f}s")
     assert run.exited, f"live system did not reboot after {run.seconds:.0f}s:\n{_tail(run.serial)}"
-    assert "nestos-live-ignition: file /etc/nestos/installer.d/0000-customize.yaml" in run.serial
+    assert 'writing file "/etc/nestos/installer.d/0000-customize.yaml"' in run.serial
     expected = (
         "nestos-installer install --config-file /etc/nestos/installer.d/0000-customize.yaml "
         "/dev/vda --ignition-url http://10.0.2.100/cfg.ign --insecure-ignition"

@@ -133,54 +133,24 @@ def test_post_target_graph() -> None:
     assert "Wants=sshd.service" in (SYSTEMD / "nestos-installer-noreboot.service").read_text()
 
 
-def test_live_init_applies_embedded_config(tmp_path: Path) -> None:
-    """The live rootfs' /init stand-in for Ignition: files (gzip/base64/percent) and units."""
-    import base64
-    import gzip
-
+def test_live_init_reads_kargs_and_moves_keyfiles(tmp_path: Path) -> None:
+    """The live rootfs' /init: Ignition only with ignition.firstboot (its platform from the
+    karg); embedded keyfiles land in NetworkManager's profiles with mode 0600."""
     from nestos_demo import liveinit
 
-    yaml_text = b"dest-device: /dev/vda\n"
-    unit = (
-        "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n[Install]\n"
-        "RequiredBy=nestos-installer.target\nWantedBy=a.target b.target\n"
+    args = liveinit.kernel_args(
+        "console=ttyS0 ignition.firstboot ignition.platform.id=qemu x=1 x=2"
     )
-    config = {
-        "ignition": {"version": "3.3.0"},
-        "storage": {
-            "files": [
-                {
-                    "path": "/etc/nestos/installer.d/0000-customize.yaml",
-                    "mode": 0o600,
-                    "contents": {
-                        "compression": "gzip",
-                        "source": "data:;base64,"
-                        + base64.b64encode(gzip.compress(yaml_text)).decode(),
-                    },
-                },
-                {"path": "/etc/nestos/plain", "contents": {"source": "data:,a%20b"}},
-            ]
-        },
-        "systemd": {
-            "units": [{"name": "post-install-x.service", "contents": unit, "enabled": True}]
-        },
-    }
-    done = liveinit.apply(config, tmp_path)
-    conf = tmp_path / "etc/nestos/installer.d/0000-customize.yaml"
-    assert conf.read_bytes() == yaml_text
-    assert conf.stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "etc/nestos/plain").read_text() == "a b"
-    units = tmp_path / "etc/systemd/system"
-    assert (units / "post-install-x.service").read_text() == unit
-    for d in ("nestos-installer.target.requires", "a.target.wants", "b.target.wants"):
-        assert os.readlink(units / d / "post-install-x.service") == "../post-install-x.service"
-    assert done == [
-        "file /etc/nestos/installer.d/0000-customize.yaml",
-        "file /etc/nestos/plain",
-        "unit post-install-x.service",
-    ]
-    with pytest.raises(ValueError):
-        liveinit.apply(
-            {"storage": {"files": [{"path": "/etc/../../x", "contents": {"source": "data:,"}}]}},
-            tmp_path,
-        )
+    assert "ignition.firstboot" in args and args["ignition.platform.id"] == "qemu"
+    assert args["x"] == "2"
+    argv = liveinit.ignition_argv("files", "metal", "/r", "/tmp/run")
+    assert argv[0] == liveinit.IGNITION and "--stage=files" in argv and "--root=/r" in argv
+    assert "--config-cache=/tmp/run/ignition.json" in argv
+    src = tmp_path / "etc" / "nestos-firstboot-network"
+    src.mkdir(parents=True)
+    (src / "a.nmconnection").write_text("[connection]\nid=a\n")
+    (src / "sub").mkdir()  # not a keyfile
+    dest = tmp_path / "nm"
+    assert liveinit.copy_network_keyfiles([src, tmp_path / "absent"], dest) == ["a.nmconnection"]
+    assert (dest / "a.nmconnection").stat().st_mode & 0o777 == 0o600
+    assert (dest / "a.nmconnection").read_text() == "[connection]\nid=a\n"

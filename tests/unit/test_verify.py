@@ -127,7 +127,9 @@ def test_either_key_of_a_keyring(keys: Tuple[TestKey, TestKey]) -> None:
         assert _verify(DATA, k.sign(DATA), ring).fingerprint == k.fingerprint
 
 
-@pytest.mark.parametrize("sig", [b"", b"not a signature at all", os.urandom(300)])
+@pytest.mark.parametrize(
+    "sig", [b"", b"not a signature at all", os.urandom(300)], ids=["empty", "text", "random"]
+)
 def test_garbage_signature(keyring: Keyring, sig: bytes) -> None:
     with pytest.raises(BadSignature, match="GPG verification failure: no valid OpenPGP signature"):
         _verify(DATA, sig, keyring)

@@ -1,4 +1,4 @@
-"""Command line of the demo: `python -m nestos_demo build|run|boot`."""
+"""Command line of the demo: `python -m nestos_demo build|build-os|run|boot`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import List, Optional
 from nestos_demo import qemu
 from nestos_demo.build import build
 from nestos_demo.demo import main_run
+from nestos_demo.osimage import build_os_image
 from nestos_demo.util import BuildError, Steps
 
 
@@ -19,7 +20,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     b = sub.add_parser("build", help="build the demo image, live ISO, PXE files and stream")
     b.add_argument("--out", type=Path, help="output directory (default: in the cache)")
     b.add_argument("--base-url", help="also write streams/demo.json for this base URL")
-    r = sub.add_parser("run", help="build, serve, install onto a loop disk, boot it in QEMU")
+    bo = sub.add_parser("build-os", help="build the first-boot image (Debian, Ignition; root)")
+    bo.add_argument("--out", type=Path, help="output directory (default: in the cache)")
+    r = sub.add_parser(
+        "run", help="build, serve, install onto a loop disk, boot it in QEMU, log in over SSH"
+    )
     r.add_argument("--out", type=Path, help="output directory (default: in the cache)")
     r.add_argument("--firmware", default="bios,uefi", help="comma-separated: bios,uefi")
     bt = sub.add_parser("boot", help="boot a disk image or ISO and print the marker block")
@@ -39,6 +44,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.base_url:
                 steps.say(f"stream: {art.write_stream(args.base_url)}")
             steps.say(f"artifacts in {art.out_dir}")
+            return 0
+        if args.cmd == "build-os":
+            image = build_os_image(args.out, steps=steps)
+            steps.say(f"first-boot image in {image.out_dir}")
             return 0
         kind = "cdrom" if args.media.read_bytes()[0x8001:0x8006] == b"CD001" else "disk"
         res = qemu.boot(args.media, firmware=args.firmware, kind=kind, timeout=args.timeout)

@@ -62,9 +62,7 @@ def build_autoinstall_iso(
         rootfs = liveroot.build_live_rootfs(cache_dir=cache_dir, kernel=kernel)
         work = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=base))
         try:
-            offline = liveroot.offline_image_cpio(
-                image, signature, keyring, work / "offline.cpio.gz"
-            )
+            offline = liveroot.offline_image_cpio(image, signature, keyring, work / "offline.cpio")
             initrd = work / "initrd.img"
             _concat((rootfs, offline), initrd)
             rootfs_img = work / "rootfs.img"
@@ -76,8 +74,8 @@ def build_autoinstall_iso(
             os.replace(tmp, out)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        # each ISO is ~120 MB: keep only the current one
-        for old in base.glob("*.iso"):
-            if old != out:
-                old.unlink(missing_ok=True)
+        # each ISO is 120-250 MB: keep the two newest (the busybox and the first-boot image's)
+        isos = sorted(base.glob("*.iso"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in isos[2:]:
+            old.unlink(missing_ok=True)
     return out

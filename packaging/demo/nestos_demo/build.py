@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -20,7 +18,15 @@ from nestos_demo import VERSION, ignition, live, metal, stream
 from nestos_demo.initramfs import BUSYBOX, live_initramfs, metal_initramfs
 from nestos_demo.kernel import Kernel, ensure_kernel, resolve_package
 from nestos_demo.sign import DemoKey
-from nestos_demo.util import BuildError, Steps, cache_root, file_lock, run, sha256_file
+from nestos_demo.util import (
+    Steps,
+    cache_root,
+    cached_build,
+    prune_builds,
+    read_stamp,
+    run,
+    sha256_file,
+)
 
 PKG_DIR = Path(__file__).resolve().parent
 PREFIX = f"nestos-demo-{VERSION}"
@@ -194,13 +200,8 @@ def _build_into(
 
 
 def _load(out: Path, digest: str) -> Optional[Artifacts]:
-    try:
-        m = json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if m.get("input_hash") != digest:
-        return None
-    return Artifacts(out, m["version"], m["kernel_version"], digest)
+    m = read_stamp(out, digest)
+    return None if m is None else Artifacts(out, m["version"], m["kernel_version"], digest)
 
 
 def build(
@@ -215,45 +216,18 @@ def build(
     Safe to call from several processes at once (flock). `live_payload` + `payload_key` swap in
     another live environment; the key must change whenever the payload does.
     """
-    steps = steps if steps is not None else Steps(quiet=True)
+    say = steps if steps is not None else Steps(quiet=True)
     package = resolve_package()
     digest = input_hash(package, payload_key)
     out = Path(out) if out is not None else cache_root() / "demo" / digest[:16]
     out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(out.parent / f".{out.name}.lock"):
-        done = _load(out, digest)
-        if done is not None:
-            steps.say(f"==> demo artifacts up to date in {out}")
-            return done
-        if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
-            raise BuildError(f"{out} exists and is not a demo build directory; not overwriting it")
-        with steps.step(f"kernel {package} (apt-get download, cached)"):
+
+    def fill(tmp: Path) -> None:
+        with say.step(f"kernel {package} (apt-get download, cached)"):
             kernel = ensure_kernel()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            _build_into(tmp, kernel, digest, steps, live_payload or _default_payload)
-            tmp.chmod(0o755)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    done = _load(out, digest)
-    if done is None:
-        raise BuildError(f"build finished but {out}/manifest.json is unreadable")
+        _build_into(tmp, kernel, digest, say, live_payload or _default_payload)
+
+    done = cached_build(out, lambda d: _load(d, digest), fill, say, "demo artifacts")
     if out.parent == cache_root() / "demo":
-        _prune(out.parent, keep=3)
+        prune_builds(out.parent, keep=3)  # each build is ~100 MB
     return done
-
-
-def _prune(cache: Path, keep: int) -> None:
-    """Drop all but the `keep` newest cached builds (each is ~100 MB)."""
-    builds = sorted(
-        (d for d in cache.iterdir() if d.is_dir() and (d / "manifest.json").exists()),
-        key=lambda d: (d / "manifest.json").stat().st_mtime,
-        reverse=True,
-    )
-    for old in builds[keep:]:
-        with file_lock(cache / f".{old.name}.lock"):
-            shutil.rmtree(old, ignore_errors=True)

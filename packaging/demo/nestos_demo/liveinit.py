@@ -1,100 +1,125 @@
-"""/init of the demo systemd live rootfs: a tiny stand-in for Ignition, then exec systemd.
-
-Applies the live Ignition config that `iso/pxe customize` embed as /config.ign (storage.files
-with data: URLs, systemd.units), so installer.d exists before the generators run. Stdlib only.
+"""/init of the demo live rootfs (booted whole as the initramfs): Debian's Ignition applies the
+config `iso/pxe customize` embedded as /config.ign, the embedded keyfiles go to NetworkManager,
+then systemd starts. Stdlib only: it runs before anything is mounted; it never parses the config.
 """
 
 from __future__ import annotations
 
-import base64
-import gzip
-import json
 import os
+import shutil
+import subprocess
 import sys
-import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Dict, List, Mapping, Optional, Sequence
 
-CONFIG = Path("/config.ign")
+IGNITION = "/usr/lib/dracut/modules.d/30ignition/ignition"
+# the stages of Ignition's dracut units in their order (not fetch: it needs the network)
+STAGES = ("fetch-offline", "kargs", "disks", "mount", "files", "umount")
+EMBEDDED = Path("/config.ign")
+USER_CONFIG = Path("/usr/lib/ignition/user.ign")
+NETWORK_DIRS = (Path("/etc/nestos-firstboot-network"), Path("/etc/coreos-firstboot-network"))
+NM_CONNECTIONS = Path("/etc/NetworkManager/system-connections")
 SYSTEMD = "/lib/systemd/systemd"
-UNIT_DIR = Path("etc/systemd/system")
+API_MOUNTS = (
+    ("proc", "/proc", "proc", "nosuid,nodev,noexec"),
+    ("sysfs", "/sys", "sysfs", "nosuid,nodev,noexec"),
+    ("devtmpfs", "/dev", "devtmpfs", "nosuid,mode=0755"),
+    ("tmpfs", "/run", "tmpfs", "nosuid,nodev,mode=0755"),
+)
 
 
-def decode_data_url(url: str) -> bytes:
-    """The bytes of a `data:` URL (base64 or percent-encoded)."""
-    if not url.startswith("data:") or "," not in url:
-        raise ValueError("only data: URLs are supported in the live config")
-    meta, _, payload = url[5:].partition(",")
-    if meta.split(";")[-1] == "base64":
-        return base64.b64decode(payload)
-    return urllib.parse.unquote_to_bytes(payload)
+def say(text: str) -> None:
+    print(f"nestos-live-init: {text}", flush=True)
 
 
-def _safe_path(root: Path, path: str) -> Path:
-    parts = [p for p in path.split("/") if p]
-    if not path.startswith("/") or any(p in (".", "..") for p in parts) or not parts:
-        raise ValueError(f"refusing path {path!r}")
-    return root.joinpath(*parts)
+def kernel_args(cmdline: str) -> Dict[str, str]:
+    """`key=value` and bare `key` arguments of a kernel command line (the last one wins)."""
+    args: Dict[str, str] = {}
+    for word in cmdline.split():
+        key, _, value = word.partition("=")
+        args[key] = value
+    return args
 
 
-def _install_targets(contents: str) -> List[str]:
-    """`WantedBy=x.wants` / `RequiredBy=x.requires` symlink dirs from the [Install] section."""
-    dirs: List[str] = []
-    section = ""
-    for line in contents.splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Install]" and "=" in line:
-            key, _, value = line.partition("=")
-            suffix = {"WantedBy": ".wants", "RequiredBy": ".requires"}.get(key.strip())
-            if suffix:
-                dirs += [t + suffix for t in value.split()]
-    return dirs
+def mount_api_filesystems() -> None:
+    for source, target, fstype, options in API_MOUNTS:
+        if not os.path.ismount(target):
+            subprocess.run(["mount", "-t", fstype, "-o", options, source, target], check=False)
 
 
-def apply(config: Dict[str, Any], root: Path) -> List[str]:
-    """Write files and units of `config` under `root`; return what was done (paths only)."""
-    done: List[str] = []
-    for f in config.get("storage", {}).get("files", []):
-        dest = _safe_path(root, f["path"])
-        contents = f.get("contents", {})
-        data = decode_data_url(contents.get("source", "data:,"))
-        if contents.get("compression") == "gzip":
-            data = gzip.decompress(data)
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(f.get("mode", 0o644)))
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(dest, int(f.get("mode", 0o644)))
-        done.append(f"file {f['path']}")
-    units = root / UNIT_DIR
-    for u in config.get("systemd", {}).get("units", []):
-        name = u["name"]
-        if "/" in name or name.startswith("."):
-            raise ValueError(f"refusing unit name {name!r}")
-        units.mkdir(parents=True, exist_ok=True)
-        if "contents" in u:
-            (units / name).write_text(u["contents"])
-        if u.get("enabled"):
-            for d in _install_targets((units / name).read_text()):
-                (units / d).mkdir(exist_ok=True)
-                link = units / d / name
-                if not link.is_symlink():
-                    link.symlink_to(f"../{name}")
-        done.append(f"unit {name}")
-    return done
+def ignition_argv(stage: str, platform: str, root: str = "/", run_dir: str = "/run") -> List[str]:
+    return [
+        IGNITION,
+        f"--root={root}",
+        f"--platform={platform}",
+        f"--stage={stage}",
+        f"--config-cache={run_dir}/ignition.json",
+        f"--state-file={run_dir}/ignition/state",
+        f"--neednet={run_dir}/ignition/neednet",
+        "--log-to-stdout",
+    ]
+
+
+def run_ignition(
+    platform: str,
+    root: str = "/",
+    run_dir: str = "/run",
+    env: Optional[Mapping[str, str]] = None,
+) -> Optional[str]:
+    """Run Ignition's stages against `root`; None when all passed, else what failed.
+
+    As in the initramfs of NestOS, the user config is /usr/lib/ignition/user.ign (Ignition's
+    `system` source on the metal platform), copied from the embedded /config.ign.
+    """
+    if root == "/" and EMBEDDED.exists():
+        USER_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(EMBEDDED, USER_CONFIG)
+        os.chmod(USER_CONFIG, 0o600)
+    Path(run_dir, "ignition").mkdir(parents=True, exist_ok=True)
+    for stage in STAGES:
+        argv = ignition_argv(stage, platform, root, run_dir)
+        if subprocess.run(argv, check=False, env=env).returncode != 0:
+            return f"Ignition's {stage} stage failed"
+        if stage == "fetch-offline" and Path(run_dir, "ignition", "neednet").exists():
+            # NestOS brings the network up in its initramfs for this; this live rootfs starts
+            # it only with systemd, after Ignition
+            return "the live Ignition config needs the network (remote resources): unsupported"
+    return None
+
+
+def copy_network_keyfiles(
+    sources: Sequence[Path] = NETWORK_DIRS, dest: Path = NM_CONNECTIONS
+) -> List[str]:
+    """Embedded keyfiles (`--network-keyfile`) into NetworkManager's profiles, mode 0600."""
+    copied: List[str] = []
+    for src in sources:
+        if not src.is_dir():
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.iterdir()):
+            if f.is_file():
+                shutil.copyfile(f, dest / f.name)
+                os.chmod(dest / f.name, 0o600)
+                copied.append(f.name)
+    return copied
 
 
 def main() -> None:
-    if CONFIG.exists():
-        try:
-            config = json.loads(CONFIG.read_text())
-            for what in apply(config, Path("/")):
-                print(f"nestos-live-ignition: {what}", flush=True)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            print(f"nestos-live-ignition: cannot apply {CONFIG}: {e}", flush=True)
-    os.execv(SYSTEMD, [SYSTEMD, *sys.argv[1:]])
+    # the kernel starts /init without PATH; Ignition runs useradd, mkfs and friends by name
+    os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    mount_api_filesystems()
+    args = kernel_args(Path("/proc/cmdline").read_text())
+    extra: List[str] = []
+    if "ignition.firstboot" in args:
+        failed = run_ignition(args.get("ignition.platform.id") or "metal")
+        if failed is not None:
+            say(f"{failed}; starting the emergency target")
+            extra = ["--unit=emergency.target"]
+    elif EMBEDDED.exists():
+        say("ignition.firstboot is not on the kernel command line: /config.ign is not applied")
+    for name in copy_network_keyfiles():
+        say(f"network keyfile {name} copied to {NM_CONNECTIONS}")
+    os.execv(SYSTEMD, [SYSTEMD, *sys.argv[1:], *extra])
 
 
 if __name__ == "__main__":

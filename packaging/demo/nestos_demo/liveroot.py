@@ -1,7 +1,6 @@
-"""The demo live root filesystem: Debian minbase + systemd + our installer and autoinstall units.
-
-Built with mmdebstrap, packed as a zstd newc cpio that boots whole as an initramfs
-(rdinit=/lib/systemd/systemd), cached by input hash. Packaging code: subprocess allowed.
+"""The demo live root filesystem: Debian + systemd, NetworkManager, sshd, Ignition and our
+installer with its autoinstall units; /init (liveinit.py) runs Ignition on the embedded config.
+A zstd newc cpio that boots whole as an initramfs, cached by input hash. Packaging code.
 """
 
 from __future__ import annotations
@@ -14,16 +13,17 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from nestos_demo import debroot, guestconf
 from nestos_demo.kernel import Kernel, ensure_kernel
 from nestos_demo.live import LivePayload, features, make_rootfs
-from nestos_demo.util import BuildError, cache_root, file_lock, package_dir, run
+from nestos_demo.util import cache_root, file_lock, package_dir, run
 
-SUITE = "bookworm"
+SUITE = debroot.SUITE
 PACKAGES = (
     "systemd-sysv udev kmod iproute2 util-linux mount fdisk gdisk e2fsprogs xfsprogs dosfstools "
     "gpgv gnupg xz-utils zstd gzip python3 python3-click python3-requests python3-yaml "
     "python3-gnupg python3-tqdm python3-parted python3-cryptography python3-pycdlib "
-    "python3-urllib3 openssh-server"
+    "python3-urllib3 network-manager openssh-server sudo ignition"
 ).split()
 # modules the guest may need (Debian builds them as modules); modprobe adds dependencies
 MODULES = (
@@ -44,21 +44,6 @@ import sys
 from {pkg}.cli import main
 sys.exit(main())
 """
-NETWORK = """[Match]
-Name=en* eth*
-
-[Network]
-DHCP=ipv4
-"""
-# the live env uses systemd-networkd; the install service waits for it (retries do the rest)
-SERVICE_DROPIN = """[Unit]
-Wants=systemd-networkd.service systemd-networkd-wait-online.service
-After=systemd-networkd-wait-online.service
-"""
-WAIT_ONLINE_DROPIN = """[Service]
-ExecStart=
-ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30
-"""
 
 
 def _tree_files(root: Path) -> List[Path]:
@@ -73,37 +58,14 @@ def input_hash(kernel_version: str) -> str:
     """Hash of everything the rootfs depends on: package list, kernel, our sources, this file."""
     h = hashlib.sha256()
     h.update(f"{SUITE}\0{' '.join(PACKAGES)}\0{' '.join(MODULES)}\0{kernel_version}\0".encode())
-    h.update(Path(__file__).read_bytes() + LIVEINIT.read_bytes())
+    for name in ("liveroot.py", "liveinit.py", "debroot.py", "guestconf.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    for p in _tree_files(guestconf.GUEST):
+        h.update(str(p.relative_to(guestconf.GUEST)).encode() + b"\0" + p.read_bytes())
     for base in [*(package_dir(REPO, p) for p in PY_PACKAGES), REPO / "packaging/systemd"]:
         for p in _tree_files(base):
             h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
-
-
-def _install_modules(root: Path, kernel: Kernel) -> None:
-    mod_root = kernel.root / "lib" / "modules" / kernel.version
-    dest = root / "lib" / "modules" / kernel.version
-    dest.mkdir(parents=True, exist_ok=True)
-    available = [m for m in MODULES if _module_known(kernel, m)]
-    for ko in kernel.module_files(available):
-        rel = ko.resolve().relative_to(mod_root.resolve())
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ko, dest / rel)
-    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
-        if (mod_root / name).exists():
-            shutil.copy2(mod_root / name, dest / name)
-    # no modules-load.d: udev loads device drivers by modalias, mount asks for fs-* modules,
-    # and loading everything up front costs ~20 s under TCG
-    run(["depmod", "-b", root, kernel.version])
-
-
-def _module_known(kernel: Kernel, name: str) -> bool:
-    """False for modules built into the kernel (modprobe would print `builtin`)."""
-    try:
-        kernel.module_files([name])
-    except BuildError:
-        return False
-    return True
 
 
 def _install_ours(root: Path) -> None:
@@ -140,12 +102,6 @@ def _install_ours(root: Path) -> None:
         elif f.is_file() and os.access(f, os.X_OK):
             (root / LIBEXEC).mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, root / LIBEXEC / f.name)
-    dropin = units / "nestos-installer.service.d"
-    dropin.mkdir(exist_ok=True)
-    (dropin / "10-live-network.conf").write_text(SERVICE_DROPIN)
-    wait = units / "systemd-networkd-wait-online.service.d"
-    wait.mkdir(exist_ok=True)
-    (wait / "10-nestos-live.conf").write_text(WAIT_ONLINE_DROPIN)
 
 
 def _configure(root: Path) -> None:
@@ -153,37 +109,24 @@ def _configure(root: Path) -> None:
     (etc / "nestos").mkdir(parents=True, exist_ok=True)
     (etc / "nestos-live-initramfs").write_text("")
     (etc / "nestos" / "features.json").write_text(json.dumps(features(), indent=2) + "\n")
-    (etc / "hostname").write_text("nestos-live\n")
-    (etc / "machine-id").write_text("")
     (etc / "fstab").write_text("# live system: everything is in the initramfs\n")
-    (etc / "systemd" / "network").mkdir(parents=True, exist_ok=True)
-    (etc / "systemd" / "network" / "50-dhcp.network").write_text(NETWORK)
-    # /init applies an embedded live Ignition config (iso/pxe customize), then execs systemd
+    # Ignition on the embedded config, keyfiles to NetworkManager, then systemd
     init = root / "init"
     if init.exists() or init.is_symlink():
         init.unlink()
     init.write_text("#!/usr/bin/python3\n" + LIVEINIT.read_text())
     init.chmod(0o755)
+    guestconf.configure(root)
     for doc in ("usr/share/doc", "usr/share/man", "usr/share/locale", "var/cache/apt"):
         shutil.rmtree(root / doc, ignore_errors=True)
         (root / doc).mkdir(parents=True, exist_ok=True)
-    _no_shared_ssh(etc)
-
-
-def _no_shared_ssh(etc: Path) -> None:
-    """sshd is there for x2nestos --host, which brings the host key and the authorized keys
-    and starts it: no host key made at build time (every boot would share it), not started
-    on its own."""
-    for key in (etc / "ssh").glob("ssh_host_*"):
-        key.unlink()
-    (etc / "systemd/system/multi-user.target.wants/ssh.service").unlink(missing_ok=True)
 
 
 ZSTD = ("zstd", "-q", "-1", "-T0")
 
 
 def pack_cpio(root: Path, out: Path, compressor: Sequence[str] = ZSTD) -> None:
-    """Pack `root` as a newc cpio (owned by root), compressed by `compressor` into `out`."""
+    """Pack `root` as a newc cpio (owned by root), compressed by `compressor` (none if empty)."""
     names = run(["find", ".", "-mindepth", "1", "-print0"], cwd=root)
     raw = out.with_name(out.name + ".cpio")
     with open(raw, "wb") as f:
@@ -193,6 +136,9 @@ def pack_cpio(root: Path, out: Path, compressor: Sequence[str] = ZSTD) -> None:
             stdout=f,
             cwd=root,
         )
+    if not compressor:
+        os.replace(raw, out)
+        return
     with open(out, "wb") as f:
         run([*compressor, "-c", raw], stdout=f)
     raw.unlink()
@@ -210,26 +156,14 @@ def build_live_rootfs(cache_dir: Optional[Path] = None, kernel: Optional[Kernel]
     out = base / f"{digest}.cpio.zst"
     if out.exists():
         return out
-    if shutil.which("mmdebstrap") is None:
-        raise BuildError("mmdebstrap not found, needed for the live rootfs (apt: mmdebstrap)")
     with file_lock(base / f".{digest}.lock"):
         if out.exists():
             return out
         work = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=base))
         try:
             root = work / "root"
-            run(
-                [
-                    "mmdebstrap",
-                    "--quiet",
-                    "--variant=minbase",
-                    "--mode=root",
-                    f"--include={','.join(PACKAGES)}",
-                    SUITE,
-                    root,
-                ]
-            )
-            _install_modules(root, kernel)
+            debroot.mmdebstrap(root, PACKAGES, work)
+            debroot.install_modules(root, kernel, MODULES)
             _install_ours(root)
             _configure(root)
             tmp = work / "rootfs.cpio.zst"
@@ -237,14 +171,17 @@ def build_live_rootfs(cache_dir: Optional[Path] = None, kernel: Optional[Kernel]
             os.replace(tmp, out)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        for old in [*base.glob("*.cpio.zst"), *base.glob(".*.lock")]:
-            if old.name.split(".")[0 if old.suffix == ".zst" else 1] != digest:
-                old.unlink(missing_ok=True)
+        # keep the newest two (~110 MB each): checkouts of two versions share the cache
+        builds = sorted(base.glob("*.cpio.zst"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in builds[2:]:
+            old.unlink(missing_ok=True)
+            (base / f".{old.name.split('.')[0]}.lock").unlink(missing_ok=True)
     return out
 
 
 def offline_image_cpio(image: Path, signature: Path, keyring: Path, out: Path) -> Path:
-    """A small gzip cpio adding the signed metal image at /usr/share/nestos-installer/metal.
+    """An uncompressed cpio adding the signed metal image at /usr/share/nestos-installer/metal
+    (compressed already: the kernel would only spend time on a second layer).
 
     Appended to the live rootfs initrd it gives autoinstall its offline image source.
     """
@@ -255,7 +192,7 @@ def offline_image_cpio(image: Path, signature: Path, keyring: Path, out: Path) -
         shutil.copy2(image, d / image.name)
         shutil.copy2(signature, d / f"{image.name}.sig")
         shutil.copy2(keyring, d / "key.asc")
-        pack_cpio(root, out, compressor=("gzip", "-1", "-n"))
+        pack_cpio(root, out, compressor=())
     return out
 
 

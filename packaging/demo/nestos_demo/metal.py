@@ -13,7 +13,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from nestos_demo import gpt, grub
 from nestos_demo.kernel import Kernel
@@ -104,9 +104,9 @@ def make_esp(path: Path, efi_binary: Path, sector: int) -> None:
     run(["mcopy", "-i", path, efi_binary, "::/EFI/BOOT/BOOTX64.EFI"])
 
 
-def make_bootfs(path: Path, staging: Path) -> None:
+def make_bootfs(path: Path, staging: Path, size_mib: int = BOOT_MIB) -> None:
     with open(path, "wb") as f:
-        f.truncate(BOOT_MIB * MiB)
+        f.truncate(size_mib * MiB)
     # -b 4096: firmware ext4 readers choke on the holey extent trees 1 KiB blocks give.
     run(
         [
@@ -166,8 +166,20 @@ def partition(disk: Path, parts: List[Part], sector: int) -> None:
     gpt.write_gpt(disk, sector, DISK_GUID, entries)
 
 
-def build_disk(out: Path, kernel: Kernel, initramfs: bytes, version: str, sector: int) -> None:
-    """Write the disk image `out` (sparse) with `sector`-byte logical sectors (512 or 4096)."""
+def build_disk(
+    out: Path,
+    kernel: Kernel,
+    initramfs: bytes,
+    version: str,
+    sector: int,
+    *,
+    root_image: Optional[Path] = None,
+    boot_mib: int = BOOT_MIB,
+) -> None:
+    """Write the disk image `out` (sparse) with `sector`-byte logical sectors (512 or 4096).
+
+    `root_image`: a ready filesystem (label `root`) for p4 instead of the empty 20 MiB xfs.
+    """
     if sector not in (512, 4096):
         raise BuildError(f"unsupported sector size {sector}")
     with tempfile.TemporaryDirectory(prefix="nestos-demo-metal-") as tmp:
@@ -178,17 +190,20 @@ def build_disk(out: Path, kernel: Kernel, initramfs: bytes, version: str, sector
             "x86_64-efi", w / "grubx64.efi", grub.DISK_EARLY_CFG, "/grub2", grub.DISK_CORE_MODS
         )
         make_esp(w / "esp.img", efi, sector)
-        make_bootfs(w / "boot.img", staging)
-        make_rootfs(w / "root.img", sector)
+        make_bootfs(w / "boot.img", staging, boot_mib)
+        if root_image is None:
+            root_image = w / "root.img"
+            make_rootfs(root_image, sector)
+        root_mib = -(-root_image.stat().st_size // MiB)
         parts = [
             Part(1, "BIOS-BOOT", TYPE_BIOS_BOOT, 1, 1, w / "none"),
             Part(2, "EFI-SYSTEM", TYPE_ESP, 2, ESP_MIB, w / "esp.img"),
-            Part(3, "boot", TYPE_LINUX, 2 + ESP_MIB, BOOT_MIB, w / "boot.img"),
-            Part(4, "root", TYPE_LINUX, 2 + ESP_MIB + BOOT_MIB, ROOT_MIB, w / "root.img"),
+            Part(3, "boot", TYPE_LINUX, 2 + ESP_MIB, boot_mib, w / "boot.img"),
+            Part(4, "root", TYPE_LINUX, 2 + ESP_MIB + boot_mib, root_mib, root_image),
         ]
         tmp_out = out.with_name(f".{out.name}.tmp")
         with open(tmp_out, "wb") as f:
-            f.truncate((2 + ESP_MIB + BOOT_MIB + ROOT_MIB + 1) * MiB)
+            f.truncate((2 + ESP_MIB + boot_mib + root_mib + 1) * MiB)
         partition(tmp_out, parts, sector)
         for p in parts[1:]:
             copy_sparse(p.image, tmp_out, p.start_mib * MiB)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 BEGIN = "=====NESTOS-DEMO-BEGIN====="
 END = "=====NESTOS-DEMO-END====="
@@ -36,6 +36,14 @@ class Disk:
     path: Path
     snapshot: bool = False
     fmt: str = "raw"
+
+
+@dataclass(frozen=True)
+class SshForward:
+    """Host 127.0.0.1:`port` -> the guest's sshd (at `guest_addr`; empty: QEMU's DHCP address)."""
+
+    port: int
+    guest_addr: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,14 +154,15 @@ def qemu_argv(
     kind: str,
     serial_log: Path,
     vars_file: Path,
-    kernel: Optional[Path],
-    initrd: Optional[Sequence[Path]],
-    append: Optional[str],
-    extra_disks: Sequence[Union[Path, Disk]],
-    memory: int,
-    snapshot: bool,
-    net_forward_port: Optional[int],
-    extra_args: Sequence[str],
+    kernel: Optional[Path] = None,
+    initrd: Optional[Sequence[Path]] = None,
+    append: Optional[str] = None,
+    extra_disks: Sequence[Union[Path, Disk]] = (),
+    memory: int = 512,
+    snapshot: bool = True,
+    net_forward_port: Optional[int] = None,
+    extra_args: Sequence[str] = (),
+    ssh: Optional[SshForward] = None,
 ) -> List[str]:
     """The full qemu-system-x86_64 command line for one boot."""
     if firmware not in FIRMWARES or kind not in KINDS:
@@ -174,27 +183,10 @@ def qemu_argv(
         "-serial",
         f"file:{serial_log}",
     ]
-    if firmware == "uefi":
-        shutil.copyfile(OVMF_VARS, vars_file)
-        argv += [
-            "-machine",
-            "q35",
-            "-drive",
-            f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-            "-drive",
-            f"if=pflash,format=raw,unit=1,file={vars_file}",
-        ]
-    else:
-        argv += ["-machine", "pc"]
-    n = 0
+    argv += _firmware_args(firmware, vars_file)
     if kind == "kernel":
-        if kernel is None:
-            raise ValueError("kind='kernel' needs kernel=")
-        argv += ["-kernel", str(kernel)]
-        if initrd:
-            argv += ["-initrd", str(_join_initrds(initrd, vars_file.parent / "initrd.img"))]
-        if append is not None:
-            argv += ["-append", append]
+        argv += _kernel_args(kernel, initrd, append, vars_file.parent / "initrd.img")
+    n = 0
     if media is not None:
         argv += _drive(media, snapshot=snapshot, cdrom=kind == "cdrom", n=n)
         argv[-1] += ",bootindex=1"
@@ -203,11 +195,51 @@ def qemu_argv(
         disk = d if isinstance(d, Disk) else Disk(Path(d))
         argv += _drive(disk.path, snapshot=disk.snapshot, fmt=disk.fmt, n=n)
         n += 1
-    if net_forward_port is not None:
-        # the guest reaches 127.0.0.1:PORT on the host as http://10.0.2.100/ and nothing else
-        fwd = f"guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:{net_forward_port}"
-        argv += ["-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0"]
-    return argv + list(extra_args)
+    return argv + net_args(net_forward_port, ssh) + list(extra_args)
+
+
+def _firmware_args(firmware: str, vars_file: Path) -> List[str]:
+    if firmware != "uefi":
+        return ["-machine", "pc"]
+    shutil.copyfile(OVMF_VARS, vars_file)
+    return [
+        "-machine",
+        "q35",
+        "-drive",
+        f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive",
+        f"if=pflash,format=raw,unit=1,file={vars_file}",
+    ]
+
+
+def _kernel_args(
+    kernel: Optional[Path], initrd: Optional[Sequence[Path]], append: Optional[str], joined: Path
+) -> List[str]:
+    """-kernel/-initrd/-append of a direct kernel boot (several initrds joined into `joined`)."""
+    if kernel is None:
+        raise ValueError("kind='kernel' needs kernel=")
+    argv = ["-kernel", str(kernel)]
+    if initrd:
+        argv += ["-initrd", str(_join_initrds(initrd, joined))]
+    if append is not None:
+        argv += ["-append", append]
+    return argv
+
+
+def net_args(http_port: Optional[int], ssh: Optional[SshForward]) -> List[str]:
+    """One user-mode NIC (restrict=on: the guest reaches nothing it was not given).
+
+    `http_port`: the guest reaches 127.0.0.1:PORT on the host as http://10.0.2.100/.
+    `ssh`: 127.0.0.1:ssh.port on the host reaches the guest's port 22.
+    """
+    if http_port is None and ssh is None:
+        return []
+    opts = "user,id=n0,restrict=on"
+    if http_port is not None:
+        opts += f",guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:{http_port}"
+    if ssh is not None:
+        opts += f",hostfwd=tcp:127.0.0.1:{ssh.port}-{ssh.guest_addr}:22"
+    return ["-netdev", opts, "-device", "virtio-net-pci,netdev=n0"]
 
 
 def boot(
@@ -253,27 +285,33 @@ def boot(
             extra_args=extra_args,
         )
         start = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        timed_out = False
-        try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _, err = _kill(proc)
-        finally:
-            if proc.poll() is None:
-                _kill(proc)
+        rc, err, timed_out = _run_to_exit(argv, timeout)
         seconds = time.monotonic() - start
         text = log.read_bytes().decode(errors="replace").replace("\r", "")
-        if proc.returncode not in (0, None) and not timed_out and BEGIN not in text:
-            raise BootError(f"qemu exited with {proc.returncode}: {err.decode(errors='replace')}")
-        return BootResult(text, marker_block(text), proc.returncode or 0, seconds, timed_out)
+        if rc not in (0, None) and not timed_out and BEGIN not in text:
+            raise BootError(f"qemu exited with {rc}: {err.decode(errors='replace')}")
+        return BootResult(text, marker_block(text), rc or 0, seconds, timed_out)
+
+
+def _run_to_exit(argv: Sequence[str], timeout: float) -> Tuple[Optional[int], bytes, bool]:
+    """Run QEMU until it exits or `timeout`: (status, stderr, timed out); never left running."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _, err = _kill(proc)
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+    return proc.returncode, err, timed_out
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:

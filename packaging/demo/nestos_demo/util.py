@@ -8,15 +8,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import IO, Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
 StrPath = Union[str, "os.PathLike[str]"]
+T = TypeVar("T")
 
 
 class BuildError(Exception):
@@ -78,6 +81,74 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A temp directory beside `out` that becomes `out` when the block succeeds.
+
+    The caller holds the lock on `out`; an old `out` is replaced, a failed build leaves nothing.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_stamp(out: Path, digest: str, stamp: str = "manifest.json") -> Optional[Dict[str, Any]]:
+    """The JSON stamp of a finished build in `out`, if it is the build of `digest`."""
+    try:
+        data = json.loads((out / stamp).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("input_hash") != digest:
+        return None
+    return data
+
+
+def cached_build(
+    out: Path,
+    load: Callable[[Path], Optional[T]],
+    fill: Callable[[Path], None],
+    steps: Steps,
+    what: str,
+) -> T:
+    """`load(out)` if it finds a finished build, else `fill` a staging dir that becomes `out`.
+
+    Serialised across processes by a lock beside `out`; refuses to replace a directory that
+    holds something other than a build (no manifest.json).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(out.parent / f".{out.name}.lock"):
+        done = load(out)
+        if done is not None:
+            steps.say(f"==> {what} up to date in {out}")
+            return done
+        if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
+            raise BuildError(f"{out} exists and is not a build directory; not overwriting it")
+        with staging_dir(out) as tmp:
+            fill(tmp)
+    done = load(out)
+    if done is None:
+        raise BuildError(f"build finished but {out}/manifest.json is unreadable")
+    return done
+
+
+def prune_builds(cache: Path, keep: int, stamp: str = "manifest.json") -> None:
+    """Drop all but the `keep` newest build directories in `cache` (those holding `stamp`)."""
+    builds = sorted(
+        (d for d in cache.iterdir() if d.is_dir() and (d / stamp).exists()),
+        key=lambda d: (d / stamp).stat().st_mtime,
+        reverse=True,
+    )
+    for old in builds[keep:]:
+        with file_lock(cache / f".{old.name}.lock"):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 class Steps:
