@@ -372,7 +372,7 @@ def convert_tracked(
             out = convert(cfg, say=say, confirm=confirm, stage_only=args.stage_only, track=track)
             state = Phase.JUMPED if out.jumped else Phase.LOADED
     except BaseException as e:
-        result = track.result(track.done[-1].phase if track.done else None, e)
+        result = track.result(track.reached(), e)
         if args.json:
             print(json.dumps(result), flush=True)
         raise

@@ -17,13 +17,14 @@ from typing import Dict, List, Optional, Tuple
 from nestos_installer import run as runner
 from nestos_installer.errors import NestosError
 from x2nestos.hostfacts import parse_os_release
-from x2nestos.phases import Phase, Tracker
+from x2nestos.phases import RETURNED, Phase, Tracker
 from x2nestos.ssh import (
     Connection,
     SshError,
     SshTarget,
     known_hosts,
     remote_command,
+    wait_for_any,
     wait_for_login,
 )
 
@@ -47,26 +48,80 @@ class Expect:
 
 
 def follow(expect: Expect, work: Path, track: Tracker) -> None:
-    """LIVE, INSTALLING, REBOOTED and VERIFIED, each within `expect.timeout` seconds."""
+    """LIVE, INSTALLING, REBOOTED and VERIFIED, each within `expect.timeout` seconds.
+
+    The host's own keys are its old system's too: a login they accept where the live
+    environment was expected, or a non-NestOS system after the reboot, is reported as a
+    failure whose reason starts with `returned: ` (the host is back on its old system)."""
+    if not expect.host_keys:
+        raise NestosError("no carried host key to recognise the host by")
     live_opts = known_hosts(work / "known_hosts.live", LIVE_ALIAS, [expect.live_key])
     live = Connection(expect.target.as_user("root"), work, "live", live_opts)
-    _login(live, Phase.LIVE, "the live environment", "the live host key", expect, track)
-    try:
-        with track.phase(Phase.INSTALLING) as step:
-            step.detail = watch_install(live, expect, track)
-    finally:
-        live.stop()
-    if not expect.host_keys:
-        raise NestosError("no carried host key to recognise the converted host by")
     back_opts = known_hosts(work / "known_hosts.host", HOST_ALIAS, list(expect.host_keys))
     back = Connection(expect.target, work, "back", back_opts)
-    _login(back, Phase.REBOOTED, "the host", "its own carried host key", expect, track)
     try:
+        with track.phase(Phase.LIVE) as step:
+            step.detail = wait_live(live, back, expect)
+        with track.phase(Phase.INSTALLING) as step:
+            try:
+                step.detail = watch_install(live, expect, track)
+            except LiveGone as e:
+                live.stop()
+                raise returned_or(e, back, expect) from e
+    finally:
+        live.stop()
+    try:
+        _login(back, Phase.REBOOTED, "the host", "its own carried host key", expect, track)
         with track.phase(Phase.VERIFIED) as step:
             step.data = verify(back, expect)
             step.detail = f"{step.data['os']}, hostname {step.data['hostname']}"
     finally:
         back.stop()
+
+
+class LiveGone(NestosError):
+    """The live environment went away before the installer finished."""
+
+
+def wait_live(live: Connection, back: Connection, expect: Expect) -> str:
+    """Until the live environment answers with the key x2nestos gave it: a detail line. If the
+    host's own key answers instead, it is its old system again (returned) or, if it already
+    runs NestOS, the live environment came and went unseen: both raise."""
+    deadline = time.monotonic() + expect.timeout
+    who = wait_for_any([live, back], deadline)
+    if who is None:
+        raise NestosError(
+            f"the live environment did not answer on SSH with the live host key within "
+            f"{expect.timeout:.0f}s ({live.log_tail() or 'no answer'})"
+        )
+    if who is back:
+        try:
+            release = os_release(back)
+        finally:
+            back.stop()
+        name = release.get("PRETTY_NAME") or release.get("NAME") or "unknown"
+        if not is_nestos(release):
+            raise NestosError(
+                f"{RETURNED}the host answered with its old host key, running {name}, "
+                "where the live environment was expected: the jump did not take"
+            )
+        raise NestosError(f"the live environment was never seen; the host already runs {name}")
+    return f"{live.target.name} answered with the live host key"
+
+
+def returned_or(error: NestosError, back: Connection, expect: Expect) -> NestosError:
+    """After the live environment went away too early: `returned` if the host is back on a
+    system that is not NestOS within the timeout, else `error` itself."""
+    if not wait_for_login(back, time.monotonic() + expect.timeout):
+        return error
+    try:
+        release = os_release(back)
+    finally:
+        back.stop()
+    if is_nestos(release):
+        return error
+    name = release.get("PRETTY_NAME") or release.get("NAME") or "unknown"
+    return NestosError(f"{RETURNED}the host came back running {name}: {error}")
 
 
 def _login(
@@ -154,7 +209,7 @@ def watch_install(live: Connection, expect: Expect, track: Tracker) -> str:
                 journal.stop(wait=10)  # the reboot after a good install can beat our poll
                 if journal.results.get(unit) == "done":
                     break
-                raise NestosError(
+                raise LiveGone(
                     "the live environment went away before the installer finished (a failed "
                     f"target check reboots into the old system): {journal.tail()}"
                 ) from None
@@ -171,14 +226,22 @@ def watch_install(live: Connection, expect: Expect, track: Tracker) -> str:
     return f"{unit} finished in {time.monotonic() - start:.0f}s"
 
 
+def os_release(conn: Connection) -> Dict[str, str]:
+    return parse_os_release(conn.text(["sh", "-c", OS_RELEASE], root=False))
+
+
+def is_nestos(release: Dict[str, str]) -> bool:
+    return release.get("ID") == "nestos" or "nestos" in release.get("NAME", "").lower()
+
+
 def verify(conn: Connection, expect: Expect) -> Dict[str, Optional[str]]:
     """The converted host runs NestOS under its old hostname: {os, id, hostname}."""
-    rel = parse_os_release(conn.text(["sh", "-c", OS_RELEASE], root=False))
+    rel = os_release(conn)
     hostname = conn.text(["cat", "/proc/sys/kernel/hostname"], root=False)
     name = rel.get("PRETTY_NAME") or rel.get("NAME") or "unknown"
     found: Dict[str, Optional[str]] = {"os": name, "id": rel.get("ID"), "hostname": hostname}
-    if rel.get("ID") != "nestos" and "nestos" not in rel.get("NAME", "").lower():
-        raise NestosError(f"the host came back running {name}, not NestOS")
+    if not is_nestos(rel):
+        raise NestosError(f"{RETURNED}the host came back running {name}, not NestOS")
     if expect.hostname is not None and hostname != expect.hostname:
         raise NestosError(f"the host came back as {hostname!r}, not {expect.hostname!r}")
     return found

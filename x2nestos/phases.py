@@ -41,6 +41,8 @@ class Phase(enum.Enum):
 
 
 EXIT_CODES = {p: 10 + i for i, p in enumerate(Phase)}
+# how a failure reason starts when the host came back on its OLD system (no conversion)
+RETURNED = "returned: "
 
 
 class PhaseFailed(NestosError):
@@ -146,6 +148,11 @@ class Tracker:
                 event["phase"] = self.current.value
             self.emit(event)
 
+    def reached(self) -> Optional[Phase]:
+        """The last phase that finished ok (None before the first)."""
+        ok = [d.phase for d in self.done if d.ok]
+        return ok[-1] if ok else None
+
     def result(
         self, state: Optional[Phase], error: Optional[BaseException] = None
     ) -> Dict[str, Any]:
@@ -153,13 +160,15 @@ class Tracker:
         failed = next((d for d in self.done if not d.ok), None)
         code = 0 if error is None else int(getattr(error, "exit_code", 1))
         touched = any(d.phase is Phase.JUMPED and d.ok for d in self.done)
+        reason = failed.reason if failed else (_reason(error) if error else None)
         return {
             "event": "result",
             "host": self.host,
             "ok": error is None,
             "state": state.value if state is not None else None,
             "failed-phase": failed.phase.value if failed else None,
-            "reason": failed.reason if failed else (_reason(error) if error else None),
+            "reason": reason,
+            "returned": bool(reason and reason.startswith(RETURNED)),
             "exit-code": code,
             "untouched": not touched,
             "start": _iso(self.started),

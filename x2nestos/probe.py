@@ -174,7 +174,7 @@ identity() {
 facts() {
     if [ -n "${1:-}" ]; then printf '@C login-user %s\n%s\n' "${#1}" "$1"; fi
     tools=
-    for t in kexec sha256sum systemctl sudo dnf yum apt-get zypper; do
+    for t in kexec sha256sum systemctl sudo dnf yum apt-get zypper python3; do
         if command -v "$t" >/dev/null 2>&1; then tools="$tools $t"; fi
     done
     printf '@C tools %s\n%s\n' "${#tools}" "$tools"

@@ -260,14 +260,24 @@ def _login_hint(log: str) -> Optional[str]:
 
 def wait_for_login(conn: Connection, deadline: float, poll: float = 5) -> bool:
     """Try to start `conn` until it succeeds or `deadline` (time.monotonic) passes."""
+    return wait_for_any([conn], deadline, poll) is conn
+
+
+def wait_for_any(
+    conns: Sequence[Connection], deadline: float, poll: float = 5
+) -> Optional[Connection]:
+    """Try each of `conns` in turn (the same host, told apart by the host key each accepts)
+    until one logs in: that one (started), or None once `deadline` (time.monotonic) passes."""
     while True:
-        try:
-            conn.start(timeout=max(10.0, min(60.0, deadline - time.monotonic())))
-            return True
-        except SshError:
-            if time.monotonic() + poll >= deadline:
-                return False
-            time.sleep(poll)
+        for conn in conns:
+            try:
+                conn.start(timeout=max(10.0, min(60.0, deadline - time.monotonic())))
+                return conn
+            except SshError:
+                pass
+        if time.monotonic() + poll >= deadline:
+            return None
+        time.sleep(poll)
 
 
 def known_hosts(path: Path, alias: str, keys: Sequence[str]) -> List[str]:
