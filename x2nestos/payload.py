@@ -257,6 +257,7 @@ class Payload:
     keyfiles: Dict[str, str]
     check_script: str
     paths: LivePaths = LivePaths()
+    deadman: Tuple[Member, ...] = ()  # the dead-man switch's files (x2nestos.deadman)
 
     @property
     def unit_text(self) -> str:
@@ -293,6 +294,10 @@ class Payload:
                 "contents": data_url(CHECK_DROPIN_TEXT.encode()),
             },
         ]
+        files += [
+            {"path": "/" + m.path, "mode": m.mode, "contents": data_url(m.data)}
+            for m in self.deadman
+        ]
         for f in files:
             f["overwrite"] = True
         units = [{"name": "x2nestos-target-check.service", "contents": self.unit_text}]
@@ -318,7 +323,7 @@ class Payload:
             Member(f"{self.paths.network_dir}/{n}", t.encode(), 0o600)
             for n, t in self.keyfiles.items()
         ]
-        return out
+        return out + list(self.deadman)
 
 
 SECRET_KEY = re.compile(r"^(\s*[\w.-]*(psk|password|secret|private-key)[\w.-]*\s*=).*$", re.M)

@@ -15,7 +15,7 @@ from nestos_installer import disks
 from nestos_installer import run as runner
 from nestos_installer.errors import ConfigError, NestosError, UsageError
 from nestos_installer.signature.policy import Keyring
-from x2nestos import hostfacts, identity, netstate, network, preflight
+from x2nestos import deadman, hostfacts, identity, netstate, network, preflight
 from x2nestos.artifacts import (
     DEFAULT_STREAM_BASE,
     LiveArtifacts,
@@ -99,6 +99,7 @@ class ConvertConfig:
     # interfaces that must be carried besides the default route's (under --host: the one
     # holding the controller's SSH session)
     must_carry: Tuple[str, ...] = ()
+    deadline: int = deadman.DEFAULT_DEADLINE  # seconds to the live installer's first write
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.iso, self.pxe, self.stream) if s]
@@ -182,6 +183,7 @@ class Plan:
             "carried": self.carried,
             "not-carried": self.not_carried,
             "notes": self.notes,
+            "on-failure": deadman.policy(self.config.deadline),
         }
 
 
@@ -407,6 +409,10 @@ def _payload(
             c.net.keyfiles,
             target_check_script(target.stable_path, target.size, target.serial),
             paths,
+            deadman.members(
+                deadman.live_config(cfg.deadline, target.stable_path, target.size, target.serial),
+                paths.installer_unit,
+            ),
         )
         return payload, len(archive(payload.members(), cfg.compression))
     except NestosError as e:
@@ -464,6 +470,8 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     c = _carry(cfg, machine, checks)
     payload, size = _payload(cfg, target, art, c, checks)
     kargs = list(art.live_kargs if art else []) + c.naming + list(cfg.live_kargs)
+    if not any(k.startswith("panic=") for k in kargs):
+        kargs.append(deadman.PANIC_KARG)
     kargs += [f"console={x}" for x in c.consoles]
     checks += _host_checks(cfg, art, size)
     return Plan(
