@@ -209,6 +209,13 @@ want_serial={want_serial}
 fail() {{
     echo "x2nestos: target check failed: $*; NOT installing, rebooting into the old system" \\
         | tee /dev/kmsg >&2
+    # the dead-man switch's claim and status (nestos_installer.deadman): the way back won
+    mkdir -p /run/nestos-installer
+    if (set -C; echo check-failed >/run/nestos-installer/deadman-state) 2>/dev/null; then
+        echo '{{"state": "check-failed", "writing-began": false, "action": "reboot-to-old-os",'\\
+            '"detail": "x2nestos target check failed: see the console"}}' \\
+            >/run/nestos-installer/status.json
+    fi
     sync
     systemctl --no-block reboot || reboot -f
     exit 1

@@ -122,7 +122,7 @@ def _autoinstall(tmp_path: Path, run: Path, marker: Path, **deadman_cfg: object)
         str(tmp_path / "cmdline"),
         "--config-dir",
         str(conf_dir),
-        "--deadman-config",
+        "--config",
         str(_config(tmp_path / "d.json", **deadman_cfg)),
         "--run-dir",
         str(run),

@@ -14,6 +14,7 @@ import click
 
 from nestos_installer import autoinstall, deadman
 from nestos_installer import run as runner
+from nestos_installer.cli import deadman as cli_deadman
 from nestos_installer.cli.install import install_cmd
 from nestos_installer.errors import ConfigError, InstallFailed
 
@@ -50,27 +51,15 @@ FAILURE_BANNER = (
     help="Look here for the media's signed metal image (repeatable).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the install command; don't run it.")
-@click.option(
-    "--deadman-config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=deadman.CONFIG,
-    hidden=True,
-    help="Dead-man config: its presence puts the install under the switch.",
-)
-@click.option(
-    "--run-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=deadman.RUN_DIR,
-    hidden=True,
-    help="Where the dead-man claim and the status file live.",
-)
-@click.option("--reboot-command", metavar="CMD", hidden=True, help="Instead of rebooting (tests).")
+@cli_deadman.config_option(hidden=True)
+@cli_deadman.run_dir_option
+@cli_deadman.reboot_command_option
 def autoinstall_cmd(
     cmdline_file: Path,
     config_dir: Path,
     offline_dirs: tuple[Path, ...],
     dry_run: bool,
-    deadman_config: Path,
+    config_file: Path,
     run_dir: Path,
     reboot_command: Optional[str],
 ) -> None:
@@ -85,7 +74,7 @@ def autoinstall_cmd(
         click.echo("No nestos.inst.install_dev karg and no installer config; nothing to do.")
         return
     dirs = offline_dirs or autoinstall.OFFLINE_IMAGE_DIRS
-    config = deadman.DeadmanConfig.load(deadman_config)
+    config = deadman.DeadmanConfig.load(config_file)
     guard = deadman.Guard(config, run_dir) if config is not None else None
     plan = autoinstall.build_invocation(
         cmdline,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import click
 
@@ -17,27 +17,37 @@ def _say(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-@click.command("deadman-watch", hidden=True)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=deadman.CONFIG,
-    show_default=True,
-    help="Dead-man config (JSON).",
-)
-@click.option(
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def config_option(**kw: Any) -> Decorator:
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=deadman.CONFIG,
+        show_default=True,
+        help="Dead-man config (JSON): its presence arms the switch.",
+        **kw,
+    )
+
+
+run_dir_option: Decorator = click.option(
     "--run-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=deadman.RUN_DIR,
     show_default=True,
     help="Where the claim and the status file live.",
 )
-@click.option(
-    "--reboot-command",
-    metavar="CMD",
-    help="Run CMD at the deadline instead of rebooting (tests).",
+reboot_command_option: Decorator = click.option(
+    "--reboot-command", metavar="CMD", help="Run CMD instead of rebooting (tests)."
 )
+
+
+@click.command("deadman-watch", hidden=True)
+@config_option()
+@run_dir_option
+@reboot_command_option
 def deadman_watch_cmd(config_file: Path, run_dir: Path, reboot_command: Optional[str]) -> None:
     """Reboot into the old system unless the install begins writing before the deadline."""
     config = deadman.DeadmanConfig.load(config_file)
