@@ -270,7 +270,7 @@ echo "=====X2N-CONVERT-BEGIN====="; $X convert --yes $A; echo "CONVERT-RC: $?"
 @pytest.mark.vm
 @pytest.mark.slow
 @pytest.mark.root
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_failed_live_check_boots_the_old_system(tmp_path: Path) -> None:
     """Issue 17 item 4: the live environment cannot reach its image (a URL nothing serves), so
     its pre-write check fails and it reboots; the machine comes back as the old host (same host
@@ -287,7 +287,7 @@ def test_failed_live_check_boots_the_old_system(tmp_path: Path) -> None:
         "--live-karg nestos.inst.image_url=http://127.0.0.1:9/nestos.raw.xz"
     )
     result, target = _run_host_vm(
-        tmp_path, media, args, ident, media_mib=512, timeout=600,
+        tmp_path, media, args, ident, media_mib=512, timeout=1200,
         run_sh=RUN_BACK_SH, reset_on_reboot=True,
     )  # fmt: skip
     text = result.serial_text

@@ -128,14 +128,14 @@ def _run_install(
 
 
 def _reason(error: BaseException) -> str:
-    """The error and its causes in one line."""
+    """The error and its explicit causes in one line (never a library's internals)."""
     parts: List[str] = []
     e: Optional[BaseException] = error
-    while e is not None and len(parts) < 5:
+    while e is not None and len(parts) < 4:
         text = str(e).strip()
         if text and text not in parts:
             parts.append(text)
-        e = e.__cause__ or e.__context__
+        e = e.__cause__
     return ": ".join(parts) or type(error).__name__
 
 
