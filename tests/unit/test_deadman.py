@@ -108,27 +108,23 @@ def test_watcher_disarmed_by_the_first_write(tmp_path: Path) -> None:
     assert deadman.current(run) is State.WRITING
 
 
-def _autoinstall(tmp_path: Path, run: Path, marker: Path, **deadman_cfg: object) -> str:
+def _autoinstall_argv(tmp_path: Path, config: Path, run: Path, marker: Path) -> List[str]:
     (tmp_path / "cmdline").write_text("console=ttyS0\n")
     conf_dir = tmp_path / "installer.d"
     conf_dir.mkdir(exist_ok=True)
     (conf_dir / "0000-x2nestos.yaml").write_text(
         'dest-device: "/dev/disk/by-id/virtio-nothing"\nimage-url: "http://127.0.0.1:9/x.raw"\n'
     )
-    argv: List[str] = [
-        NESTOS_INSTALLER,
-        "autoinstall",
-        "--cmdline",
-        str(tmp_path / "cmdline"),
-        "--config-dir",
-        str(conf_dir),
-        "--config",
-        str(_config(tmp_path / "d.json", **deadman_cfg)),
-        "--run-dir",
-        str(run),
-        "--reboot-command",
-        f"touch {marker}",
-    ]
+    return [
+        NESTOS_INSTALLER, "autoinstall", "--cmdline", str(tmp_path / "cmdline"),
+        "--config-dir", str(conf_dir), "--config", str(config),
+        "--run-dir", str(run), "--reboot-command", f"touch {marker}",
+    ]  # fmt: skip
+
+
+def _autoinstall(tmp_path: Path, run: Path, marker: Path, **deadman_cfg: object) -> str:
+    config = _config(tmp_path / "d.json", **deadman_cfg)
+    argv = _autoinstall_argv(tmp_path, config, run, marker)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
@@ -155,3 +151,20 @@ def test_autoinstall_after_writing_began_stays(tmp_path: Path) -> None:
     assert not marker.exists()
     status = json.loads((run / deadman.STATUS_FILE).read_text())
     assert status["action"] == "stay-in-live-environment"
+
+
+def test_unreadable_config_still_goes_back(tmp_path: Path) -> None:
+    """A switch was asked for (the file exists) but cannot be read: autoinstall goes back at
+    once and the watcher keeps the default deadline rather than disarming."""
+    run, marker, config = tmp_path / "run", tmp_path / "rebooted", tmp_path / "d.json"
+    config.write_text("{broken")
+    argv = _autoinstall_argv(tmp_path, config, run, marker)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0 and "not JSON" in proc.stderr, proc.stderr
+    assert marker.exists() and deadman.current(run) is State.CHECK_FAILED
+    watcher = _watch(config, tmp_path / "run2", tmp_path / "never")
+    time.sleep(3)
+    assert watcher.poll() is None  # armed with the default deadline, not gone
+    watcher.kill()
+    out, _ = watcher.communicate(timeout=30)
+    assert "using the default deadline of 600 s" in out, out

@@ -74,7 +74,12 @@ def autoinstall_cmd(
         click.echo("No nestos.inst.install_dev karg and no installer config; nothing to do.")
         return
     dirs = offline_dirs or autoinstall.OFFLINE_IMAGE_DIRS
-    config = deadman.DeadmanConfig.load(config_file)
+    reboot = shlex.split(reboot_command) if reboot_command else None
+    try:
+        config = deadman.DeadmanConfig.load(config_file)
+    except ConfigError as e:  # a switch was asked for but cannot be read: go back
+        _dead_end(deadman.Guard(deadman.DeadmanConfig(), run_dir), e, reboot)
+        raise
     guard = deadman.Guard(config, run_dir) if config is not None else None
     plan = autoinstall.build_invocation(
         cmdline,
@@ -93,7 +98,7 @@ def autoinstall_cmd(
     click.echo(plan.command_line())
     if dry_run:
         return
-    _run_install(plan, guard, shlex.split(reboot_command) if reboot_command else None)
+    _run_install(plan, guard, reboot)
     if files:
         # a config dir left behind would reinstall on every boot of the live system
         shutil.rmtree(config_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ import click
 
 from nestos_installer import deadman
 from nestos_installer import run as runner
+from nestos_installer.errors import ConfigError
 
 
 def _say(msg: str) -> None:
@@ -50,7 +51,11 @@ reboot_command_option: Decorator = click.option(
 @reboot_command_option
 def deadman_watch_cmd(config_file: Path, run_dir: Path, reboot_command: Optional[str]) -> None:
     """Reboot into the old system unless the install begins writing before the deadline."""
-    config = deadman.DeadmanConfig.load(config_file)
+    try:
+        config = deadman.DeadmanConfig.load(config_file)
+    except ConfigError as e:  # asked for but unreadable: still a switch, with the default
+        _say(f"{e}; using the default deadline of {deadman.DEFAULT_DEADLINE} s")
+        config = deadman.DeadmanConfig()
     if config is None:
         _say(f"no {config_file}: no dead-man switch")
         return
