@@ -3,7 +3,7 @@ target (first MiB last), then edit the `boot` filesystem; on failure wipe the pa
 Also `describe`, the text of `install --plan`.
 
 Orchestration only: the concepts live in source, writer, gpt, bootconfig, ignition, blockdev,
-disks.
+disks, prewrite and deadman (the checks and the claim of an install under a dead-man switch).
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def _open_source(cfg: InstallConfig, fetcher: Fetcher, sector: int, say: Say) ->
     return source.open_stream(fetcher, spec, cfg.insecure, say)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Ready:
     """What the pre-write step opened and checked: the write may begin."""
 

@@ -1,7 +1,6 @@
-"""The checks an install under a dead-man switch makes before its first write, beside the ones
-every install makes (Ignition fetched and valid, target openable, image reachable): the target
-is the disk the plan named, memory suffices, the image's signature is good as far as can be
-known before the data. Imports disks, source, signature, errors; never a verb or blockdev.
+"""Checks before the first write of an install under a dead-man switch: memory, the planned
+target's identity, the image signature as far as it is known before the data. Imports disks,
+source, signature, run, errors, deadman; never a verb or blockdev.
 """
 
 from __future__ import annotations
