@@ -15,15 +15,20 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 from fixtures.hostfacts.debianhost import build_host_rootfs, ext4_image, identity_cpio
 from fixtures.hostfacts.hosttree import GpgKey, ssh_key
 from helpers.capabilities import require_loop, require_qemu, require_tools
+from helpers.httpserver import TestServer
 from helpers.images import demo_artifacts  # noqa: F401
 from nestos_demo.kernel import ensure_kernel
 from nestos_demo.qemu import Disk, boot
@@ -101,11 +106,17 @@ def _run_host_vm(
     timeout: float,
     run_sh: str = RUN_SH,
     reset_on_reboot: bool = False,
+    http_port: Optional[int] = None,
+    qmp: Optional[Path] = None,
 ) -> tuple:
     """Boot the Debian host with the media disk (vda) and an empty 8 GiB target (vdb).
 
     `reset_on_reboot`: a reboot resets the machine (which boots the host again, as firmware
-    would boot the untouched old disk) instead of ending QEMU."""
+    would boot the untouched old disk) instead of ending QEMU. `http_port`: the guest reaches
+    127.0.0.1:PORT as http://10.0.2.100/. `qmp`: a QMP socket to end QEMU from the test."""
+    net = "user,id=n0,restrict=on"
+    if http_port is not None:
+        net += f",guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:{http_port}"
     kernel = ensure_kernel()
     host = build_host_rootfs(kernel.root, kernel.version)
     subprocess.run(
@@ -137,10 +148,11 @@ def _run_host_vm(
             "-device",
             "virtio-blk-pci,drive=tgt,serial=x2n-target",
             "-netdev",
-            "user,id=n0,restrict=on",
+            net,
             "-device",
             "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
             *(["-action", "reboot=reset"] if reset_on_reboot else []),
+            *(["-qmp", f"unix:{qmp},server=on,wait=off"] if qmp else []),
         ],
         memory=2048,
         timeout=timeout,
@@ -304,3 +316,63 @@ def test_failed_live_check_boots_the_old_system(tmp_path: Path) -> None:
     assert "HOSTNAME: debhost" in back
     with open(target, "rb") as f:
         assert f.read(1 << 20) == old
+
+
+def _quit_after(serial: Path, qmp: Path, pattern: str, grace: float) -> threading.Thread:
+    """End QEMU over QMP `grace` seconds after `pattern` shows on the serial console (a
+    live environment that stays up never powers off by itself)."""
+
+    def run() -> None:
+        while not serial.exists() or pattern not in serial.read_text(errors="replace"):
+            time.sleep(2)
+        time.sleep(grace)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(qmp))
+            s.recv(4096)
+            s.sendall(b'{"execute": "qmp_capabilities"}\n')
+            s.recv(4096)
+            s.sendall(b'{"execute": "quit"}\n')
+            s.recv(4096)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.timeout(1800)
+def test_failure_after_writing_began_stays_up(demo_artifacts, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 17 item 4: the image stream breaks after the first write (an unsigned image,
+    allowed by nestos.inst.insecure, with a flipped byte): the target is wiped and the live
+    environment stays up with sshd started, saying so; it does not reboot."""
+    require_qemu()
+    require_tools("mmdebstrap", "zstd", "cpio", "mke2fs", "modprobe", "depmod", "ssh-keygen", "gpg")
+    ident, _, _, _ = _identity(tmp_path)
+    media = _signed_pxe(tmp_path, None)
+    (tmp_path / "target.raw").write_bytes(os.urandom(1 << 20))
+    qmp = tmp_path / "qmp.sock"
+    with TestServer() as srv:
+        srv.add("m.raw.xz", demo_artifacts.raw_xz)
+        srv.behave("m.raw.xz", corrupt_at=demo_artifacts.raw_xz.stat().st_size // 2)
+        args = (
+            "--pxe /media/pxe --keyring /media/key.asc -d /dev/vdb -i /media/user.ign "
+            "--carry all --work-dir /media/stage --live-karg nestos.inst.insecure=1 "
+            "--live-karg nestos.inst.image_url=http://10.0.2.100/m.raw.xz"
+        )
+        _quit_after(tmp_path / "serial.log", qmp, "staying in the live environment", 45)
+        result, target = _run_host_vm(
+            tmp_path, media, args, ident, media_mib=512, timeout=1200,
+            run_sh=RUN_BACK_SH, http_port=srv.port, qmp=qmp,
+        )  # fmt: skip
+    text = result.serial_text
+    print(f"VM proof (host, live install breaks after writing, stays): {result.seconds:.0f}s")
+    assert not result.timed_out, text[-4000:]
+    live = text.split("jumping into the NestOS live environment", 1)[1]
+    assert "Pre-write checks passed; writing" in live, live[-4000:]
+    assert "writing had begun: the target was wiped" in live, live[-4000:]
+    assert "machine restart" not in live and "X2N-BACK-BEGIN" not in live  # never rebooted
+    assert re.search(r"Start(ed|ing) .*ssh", live), live[-4000:]
+    with open(target, "rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20)  # wiped: no old system, no half install
