@@ -410,8 +410,7 @@ def _payload(
             target_check_script(target.stable_path, target.size, target.serial),
             paths,
             deadman.members(
-                deadman.live_config(cfg.deadline, target.stable_path, target.size, target.serial),
-                paths.installer_unit,
+                deadman.live_config(cfg.deadline, target.stable_path, target.size, target.serial)
             ),
         )
         return payload, len(archive(payload.members(), cfg.compression))

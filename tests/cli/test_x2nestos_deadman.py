@@ -71,8 +71,6 @@ def test_plan_json_and_archive(tmp_path: Path, pxe: Path) -> None:
     )
     arm = files["etc/systemd/system/sysinit.target.d/10-x2nestos-deadman.conf"].data.decode()
     assert "Wants=nestos-installer-deadman.service" in arm
-    stay = files["etc/systemd/system/nestos-installer.service.d/30-x2nestos-deadman.conf"]
-    assert "OnFailure=\n" in stay.data.decode()
     ign_paths = {f["path"] for f in plan.payload.live_ignition()["storage"]["files"]}
     assert {"/etc/nestos/deadman.json", "/" + deadman.ARM_DROPIN} <= ign_paths
 
