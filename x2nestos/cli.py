@@ -17,7 +17,7 @@ from typing import Any, Dict, List, NoReturn, Optional, TextIO
 
 from nestos_installer.errors import UsageError
 from nestos_installer.report import report
-from x2nestos import __version__
+from x2nestos import __version__, deadman
 from x2nestos.convert import convert, unload
 from x2nestos.initramfs import Compression
 from x2nestos.network import NetworkMode
@@ -108,6 +108,13 @@ def _destination(dst: Any) -> None:
 
 
 def _staging(dst: Any) -> None:
+    dst.add_argument(
+        "--deadline",
+        default=str(deadman.DEFAULT_DEADLINE),
+        metavar="DURATION",
+        help="reboot into this system unless the live installer starts writing within "
+        "DURATION (600, 90s, 10m, 1h; default: %(default)s s)",
+    )
     dst.add_argument(
         "--live-karg",
         action="append",
@@ -254,6 +261,7 @@ def config_from(args: argparse.Namespace, remote: bool = False) -> ConvertConfig
         compression=Compression(args.compression),
         force_unmounted_data=args.force_unmounted_data,
         network_mode=NetworkMode(args.network),
+        deadline=deadman.parse_duration(args.deadline),
         **kw,
     )
 
@@ -298,6 +306,8 @@ def print_plan(plan: Plan) -> None:
     if plan.notes:
         print("\n== notes")
         print("\n".join(f"  {c}" for c in plan.notes))
+    print("\n== if the live environment fails")
+    print("\n".join(deadman.policy_lines(plan.config.deadline)))
 
 
 def _confirm(plan: Plan, out: TextIO = sys.stdout) -> bool:

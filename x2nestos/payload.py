@@ -215,6 +215,13 @@ want_serial={want_serial}
 fail() {{
     echo "x2nestos: target check failed: $*; NOT installing, rebooting into the old system" \\
         | tee /dev/kmsg >&2
+    # the dead-man switch's claim and status (nestos_installer.deadman): the way back won
+    mkdir -p /run/nestos-installer
+    if (set -C; echo check-failed >/run/nestos-installer/deadman-state) 2>/dev/null; then
+        echo '{{"state": "check-failed", "writing-began": false, "action": "reboot-to-old-os",'\\
+            '"detail": "x2nestos target check failed: see the console"}}' \\
+            >/run/nestos-installer/status.json
+    fi
     sync
     systemctl --no-block reboot || reboot -f
     exit 1
@@ -311,6 +318,7 @@ class Payload:
     keyfiles: Dict[str, str]
     check_script: str
     paths: LivePaths = LivePaths()
+    deadman: Tuple[Member, ...] = ()  # the dead-man switch's files (x2nestos.deadman)
     live_ssh: Optional[LiveSsh] = None
 
     @property
@@ -348,6 +356,10 @@ class Payload:
                 "contents": data_url(CHECK_DROPIN_TEXT.encode()),
             },
         ]
+        files += [
+            {"path": "/" + m.path, "mode": m.mode, "contents": data_url(m.data)}
+            for m in self.deadman
+        ]
         for f in files:
             f["overwrite"] = True
         units = [{"name": "x2nestos-target-check.service", "contents": self.unit_text}]
@@ -374,6 +386,7 @@ class Payload:
             Member(f"{self.paths.network_dir}/{n}", t.encode(), 0o600)
             for n, t in self.keyfiles.items()
         ]
+        out += self.deadman
         if self.live_ssh is not None:
             out += self.live_ssh.members(self.paths)
         return out

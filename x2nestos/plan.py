@@ -14,7 +14,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 from nestos_installer import disks
 from nestos_installer.errors import ConfigError, NestosError, UsageError
 from nestos_installer.signature.policy import Keyring
-from x2nestos import hostfacts, identity, netstate, network, preflight
+from x2nestos import deadman, hostfacts, identity, netstate, network, preflight
 from x2nestos.artifacts import (
     DEFAULT_STREAM_BASE,
     LiveArtifacts,
@@ -100,6 +100,7 @@ class ConvertConfig:
     # interfaces that must be carried besides the default route's (under --host: the one
     # holding the controller's SSH session)
     must_carry: Tuple[str, ...] = ()
+    deadline: int = deadman.DEFAULT_DEADLINE  # seconds to the live installer's first write
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.iso, self.pxe, self.stream) if s]
@@ -185,6 +186,7 @@ class Plan:
             "not-carried": self.not_carried,
             "notes": self.notes,
             "host": self.host,
+            "on-failure": deadman.policy(self.config.deadline),
         }
 
 
@@ -416,6 +418,7 @@ def _payload(
             c.net.keyfiles,
             target_check_script(dest, size, serial),
             paths,
+            deadman.members(deadman.live_config(cfg.deadline, dest, size, serial)),
         )
         return payload, len(archive(payload.members(), cfg.compression))
     except NestosError as e:
@@ -475,6 +478,8 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     c = _carry(cfg, machine, checks)
     payload, size = _payload(cfg, target, art, c, checks)
     kargs = list(art.live_kargs if art else []) + c.naming + list(cfg.live_kargs)
+    if not any(k.startswith("panic=") for k in kargs):
+        kargs.append(deadman.PANIC_KARG)
     kargs += [f"console={x}" for x in c.consoles]
     checks += _host_checks(cfg, art, size)
     return Plan(

@@ -152,11 +152,13 @@ def build_invocation(
     config_files: Sequence[Path],
     offline: Optional[OfflineImage] = None,
     machine: Optional[str] = None,
+    fetch_retries: str = "infinite",
 ) -> Invocation:
     """The install argv, in the order of the live service (installer.md §3.2).
 
     `offline` is used only when neither kargs nor config files name an image source; `machine`
-    (default: this host's) decides whether s390x-only kargs apply.
+    (default: this host's) decides whether s390x-only kargs apply; `fetch_retries` is
+    "infinite" unless a dead-man switch bounds how long the pre-write fetches may retry.
     """
     notices: List[str] = []
     if cmdline.value("nestos.inst") is not None:
@@ -169,6 +171,7 @@ def build_invocation(
     source_args = _source_args(cmdline)
     args += source_args
     args += _flag_args(cmdline, notices, machine or os.uname().machine)
+    args += ["--fetch-retries", fetch_retries]
     has_source = any(a in ("--image-url", "--stream") for a in source_args) or any(
         k in _config_keys(f) for f in config_files for k in SOURCE_KEYS
     )
@@ -246,5 +249,4 @@ def _flag_args(cmdline: Cmdline, notices: List[str], machine: str) -> List[str]:
             f"nestos.inst.secure_ipl ignored: Secure IPL exists only on s390x "
             f"(this machine is {machine})"
         )
-    args += ["--fetch-retries", "infinite"]
     return args

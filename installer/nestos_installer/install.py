@@ -3,7 +3,7 @@ target (first MiB last), then edit the `boot` filesystem; on failure wipe the pa
 Also `describe`, the text of `install --plan`.
 
 Orchestration only: the concepts live in source, writer, gpt, bootconfig, ignition, blockdev,
-disks.
+disks, prewrite and deadman (the checks and the claim of an install under a dead-man switch).
 """
 
 from __future__ import annotations
@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from nestos_installer import blockdev, bootconfig, disks, gpt, ignition, source, writer
+from nestos_installer import (
+    blockdev,
+    bootconfig,
+    deadman,
+    disks,
+    gpt,
+    ignition,
+    prewrite,
+    source,
+    writer,
+)
 from nestos_installer.cabundle import check_ca_bundle, trust_bundle
 from nestos_installer.errors import (
     ConfigError,
@@ -159,39 +169,77 @@ def _open_source(cfg: InstallConfig, fetcher: Fetcher, sector: int, say: Say) ->
     return source.open_stream(fetcher, spec, cfg.insecure, say)
 
 
-def install(cfg: InstallConfig, say: Say) -> None:
-    """Install per `cfg`. Raises a NestosError; InstallFailed once the disk was written."""
+@dataclass(frozen=True)
+class _Ready:
+    """What the pre-write step opened and checked: the write may begin."""
+
+    target: blockdev.Target
+    saved: List[gpt.PartitionEntry]
+    src: source.ImageSource
+    limit: int
+    ign: Optional[bytes]
+
+
+def _prepare(
+    cfg: InstallConfig,
+    fetcher: Fetcher,
+    stack: ExitStack,
+    say: Say,
+    expect: Optional[deadman.DeadmanConfig],
+) -> _Ready:
+    """Everything checked before the first write; under a dead-man switch (`expect`) also the
+    memory, the target's identity and the signature as far as it is known before the data."""
+    if expect is not None:
+        have = prewrite.check_memory(expect.min_memory)
+        say(f"Memory: {have >> 20} MiB available (needs {expect.min_memory >> 20} MiB)")
+    ign = load_ignition(cfg, fetcher)
+    if expect is not None and expect.target is not None:
+        found = prewrite.check_identity(cfg.dest_device, expect.target)
+        say(f"Target {cfg.dest_device} is the planned disk (/dev/{found.name}, {found.size} bytes)")
+    target = blockdev.open_target(cfg.dest_device)
+    stack.callback(target.close)
+    disks.require_not_root_disk(target.path)
+    if target.path != cfg.dest_device:
+        say(f"Installing to {target.path} ({cfg.dest_device})")
+    saved = gpt.select_saved(
+        gpt.read_table(target.path) if cfg.save else None, cfg.save, target.sector_size
+    )
+    src = _open_source(cfg, fetcher, target.sector_size, say)
+    stack.callback(src.close)
+    if expect is not None:
+        prewrite.check_signature(src, Keyring.default(cfg.keyrings), say)
+    limit = gpt.first_saved_offset(saved, target.sector_size) or target.size
+    if saved and src.image_size is not None and src.image_size > limit:
+        gpt.check_collision(saved, src.image_size, target.sector_size)
+    if src.image_size is not None and src.image_size > limit:
+        raise TargetError(
+            f"image ({src.image_size} bytes) is larger than {target.path} "
+            f"({limit} bytes usable); nothing was written",
+            hint="use a bigger disk",
+        )
+    gpt.dry_run(saved, target.size)
+    return _Ready(target, saved, src, limit, ign)
+
+
+def install(cfg: InstallConfig, say: Say, guard: Optional[deadman.Guard] = None) -> None:
+    """Install per `cfg`. Raises a NestosError; InstallFailed once the disk was written.
+
+    Under a dead-man switch (`guard`) the first write waits for the guard's claim: once the
+    deadline or a failed check decided to go back to the old system, nothing is written."""
     if cfg.copy_network and not cfg.network_dir.is_dir():
         raise ConfigError(f"network directory {cfg.network_dir} does not exist")
     decompress.probe_in_background()  # overlaps `xz --version` with the checks below
     with ExitStack() as stack:
         fetcher = _make_fetcher(cfg, stack)
         stack.callback(fetcher.close)
-        ign = load_ignition(cfg, fetcher)
-        target = blockdev.open_target(cfg.dest_device)
-        stack.callback(target.close)
-        disks.require_not_root_disk(target.path)
-        if target.path != cfg.dest_device:
-            say(f"Installing to {target.path} ({cfg.dest_device})")
-        saved = gpt.select_saved(
-            gpt.read_table(target.path) if cfg.save else None, cfg.save, target.sector_size
-        )
-        src = _open_source(cfg, fetcher, target.sector_size, say)
-        stack.callback(src.close)
-        limit = gpt.first_saved_offset(saved, target.sector_size) or target.size
-        if saved and src.image_size is not None and src.image_size > limit:
-            gpt.check_collision(saved, src.image_size, target.sector_size)
-        if src.image_size is not None and src.image_size > limit:
-            raise TargetError(
-                f"image ({src.image_size} bytes) is larger than {target.path} "
-                f"({limit} bytes usable); nothing was written",
-                hint="use a bigger disk",
-            )
-        gpt.dry_run(saved, target.size)
+        r = _prepare(cfg, fetcher, stack, say, guard.config if guard else None)
+        if guard is not None:
+            guard.begin_write()
+            say("Pre-write checks passed; writing (the dead-man switch is disarmed)")
         try:
-            _write(cfg, target, src, saved, limit, ign, say)
+            _write(cfg, r.target, r.src, r.saved, r.limit, r.ign, say)
         except Exception as e:  # any failure after writing began must wipe the disk
-            _fail(cfg, target, saved, say, e)
+            _fail(cfg, r.target, r.saved, say, e)
             raise InstallFailed("install failed") from e
     say("Install complete.")
 

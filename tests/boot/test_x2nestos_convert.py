@@ -12,17 +12,23 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 from fixtures.hostfacts.debianhost import build_host_rootfs, ext4_image, identity_cpio
 from fixtures.hostfacts.hosttree import sign_pxe, ssh_key
 from helpers.capabilities import require_loop, require_qemu, require_tools
+from helpers.httpserver import TestServer
 from helpers.images import demo_artifacts  # noqa: F401
 from nestos_demo.kernel import ensure_kernel
 from nestos_demo.qemu import Disk, boot
@@ -91,9 +97,26 @@ USER_IGN = {
 
 
 def _run_host_vm(
-    tmp_path: Path, media: Path, args: str, ident: Path, *, media_mib: int, timeout: float
+    tmp_path: Path,
+    media: Path,
+    args: str,
+    ident: Path,
+    *,
+    media_mib: int,
+    timeout: float,
+    run_sh: str = RUN_SH,
+    reset_on_reboot: bool = False,
+    http_port: Optional[int] = None,
+    qmp: Optional[Path] = None,
 ) -> tuple:
-    """Boot the Debian host with the media disk (vda) and an empty 8 GiB target (vdb)."""
+    """Boot the Debian host with the media disk (vda) and an empty 8 GiB target (vdb).
+
+    `reset_on_reboot`: a reboot resets the machine (which boots the host again, as firmware
+    would boot the untouched old disk) instead of ending QEMU. `http_port`: the guest reaches
+    127.0.0.1:PORT as http://10.0.2.100/. `qmp`: a QMP socket to end QEMU from the test."""
+    net = "user,id=n0,restrict=on"
+    if http_port is not None:
+        net += f",guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:{http_port}"
     kernel = ensure_kernel()
     host = build_host_rootfs(kernel.root, kernel.version)
     subprocess.run(
@@ -107,10 +130,10 @@ def _run_host_vm(
         capture_output=True,
     )
     (media / "user.ign").write_text(json.dumps(USER_IGN))
-    (media / "run.sh").write_text(RUN_SH.replace("@ARGS@", args))
+    (media / "run.sh").write_text(run_sh.replace("@ARGS@", args))
     media_img = ext4_image(tmp_path / "media.img", media, size_mib=media_mib)
     target = tmp_path / "target.raw"
-    with open(target, "wb") as f:
+    with open(target, "ab") as f:  # a test may have put an old system's first MiB there
         f.truncate(8 << 30)
     result = boot(
         kind="kernel",
@@ -125,9 +148,11 @@ def _run_host_vm(
             "-device",
             "virtio-blk-pci,drive=tgt,serial=x2n-target",
             "-netdev",
-            "user,id=n0,restrict=on",
+            net,
             "-device",
             "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+            *(["-action", "reboot=reset"] if reset_on_reboot else []),
+            *(["-qmp", f"unix:{qmp},server=on,wait=off"] if qmp else []),
         ],
         memory=2048,
         timeout=timeout,
@@ -176,6 +201,24 @@ def _check_dest(dest: dict, alice: str, root_key: str, hostkey: bytes) -> None:
     assert json.loads(_decode(dest["ignition"]["config"]["merge"][0])) == USER_IGN
 
 
+def _signed_pxe(tmp_path: Path, offline: object) -> Path:
+    """media/pxe: the demo kernel and live rootfs (and, given the demo artifacts, their signed
+    metal image as rootfs.img), each signed by a fresh key; media/key.asc trusts it."""
+    from nestos_demo.liveroot import build_live_rootfs, offline_image_cpio
+
+    media = tmp_path / "media"
+    pxe = media / "pxe"
+    pxe.mkdir(parents=True)
+    kernel = ensure_kernel()
+    shutil.copyfile(kernel.vmlinuz, pxe / "vmlinuz")
+    shutil.copyfile(build_live_rootfs(kernel=kernel), pxe / "initrd.img")
+    if offline is not None:
+        a = offline
+        offline_image_cpio(a.raw_xz, a.raw_xz_sig, a.public_key, pxe / "rootfs.img")  # type: ignore[attr-defined]
+    sign_pxe(pxe, tmp_path / "gpg", media / "key.asc")
+    return media
+
+
 @pytest.mark.vm
 @pytest.mark.slow
 @pytest.mark.root
@@ -188,22 +231,8 @@ def test_convert_installs_and_boots(demo_artifacts, tmp_path: Path) -> None:  # 
     require_tools(
         "mmdebstrap", "zstd", "cpio", "mke2fs", "modprobe", "depmod", "ssh-keygen", "gpg", "gpgv"
     )
-    from nestos_demo.liveroot import build_live_rootfs, offline_image_cpio
-
     ident, alice, root_key, hostkey = _identity(tmp_path)
-    media = tmp_path / "media"
-    pxe = media / "pxe"
-    pxe.mkdir(parents=True)
-    kernel = ensure_kernel()
-    shutil.copyfile(kernel.vmlinuz, pxe / "vmlinuz")
-    shutil.copyfile(build_live_rootfs(kernel=kernel), pxe / "initrd.img")
-    offline_image_cpio(
-        demo_artifacts.raw_xz,
-        demo_artifacts.raw_xz_sig,
-        demo_artifacts.public_key,
-        pxe / "rootfs.img",
-    )
-    sign_pxe(pxe, tmp_path / "gpg", media / "key.asc")
+    media = _signed_pxe(tmp_path, demo_artifacts)
     args = (
         "--pxe /media/pxe --keyring /media/key.asc -d /dev/vdb -i /media/user.ign "
         "--carry all --work-dir /media/stage"
@@ -224,3 +253,121 @@ def test_convert_installs_and_boots(demo_artifacts, tmp_path: Path) -> None:  # 
     assert "net.ifnames=0" in fields["cmdline"]  # carried with the network
     assert "ignition.firstboot" in fields["cmdline"]
     _check_dest(json.loads(fields["config_ign"]), alice, root_key, hostkey)
+
+
+RUN_BACK_SH = """X="python3 -I /media/x2nestos.pyz"
+A="@ARGS@"
+key() { sha256sum /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1; }
+if [ -e /media/converted-once ]; then
+    echo "=====X2N-BACK-BEGIN====="
+    echo "HOSTKEY: $(key)"
+    echo "HOSTNAME: $(cat /etc/hostname)"
+    echo "=====X2N-BACK-END====="
+    sync; poweroff -f
+fi
+echo "HOSTKEY-BEFORE: $(key)"
+touch /media/converted-once; sync
+echo "=====X2N-CONVERT-BEGIN====="; $X convert --yes $A; echo "CONVERT-RC: $?"
+"""
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.timeout(1800)
+def test_failed_live_check_boots_the_old_system(tmp_path: Path) -> None:
+    """Issue 17 item 4: the live environment cannot reach its image (a URL nothing serves), so
+    its pre-write check fails and it reboots; the machine comes back as the old host (same host
+    key and hostname) and the target's first MiB is byte for byte what it was."""
+    require_qemu()
+    require_tools("mmdebstrap", "zstd", "cpio", "mke2fs", "modprobe", "depmod", "ssh-keygen", "gpg")
+    ident, _, _, _ = _identity(tmp_path)
+    media = _signed_pxe(tmp_path, None)  # no rootfs.img: no offline image to fall back on
+    old = os.urandom(1 << 20)  # the old system's boot code and partition table
+    (tmp_path / "target.raw").write_bytes(old)
+    args = (
+        "--pxe /media/pxe --keyring /media/key.asc -d /dev/vdb -i /media/user.ign "
+        "--carry all --work-dir /media/stage "
+        "--live-karg nestos.inst.image_url=http://127.0.0.1:9/nestos.raw.xz"
+    )
+    result, target = _run_host_vm(
+        tmp_path, media, args, ident, media_mib=512, timeout=1200,
+        run_sh=RUN_BACK_SH, reset_on_reboot=True,
+    )  # fmt: skip
+    text = result.serial_text
+    print(f"VM proof (host, live check fails, host again): {result.seconds:.0f}s wall")
+    assert not result.timed_out, text[-4000:]
+    assert "jumping into the NestOS live environment" in text, text[-4000:]
+    live = text.split("jumping into the NestOS live environment", 1)[1].split("X2N-BACK-BEGIN")[0]
+    assert "dead-man switch armed" in live, live[-4000:]
+    assert re.search(r"Command line: .* panic=10 ", live), live[:3000]  # a panic reboots too
+    assert "fetch failed" in live and "NOTHING WAS WRITTEN" in live, live[-4000:]
+    back = _block(text, "X2N-BACK")
+    before = re.search(r"HOSTKEY-BEFORE: (\w+)", text)
+    assert before and f"HOSTKEY: {before.group(1)}" in back, back
+    assert "HOSTNAME: debhost" in back
+    with open(target, "rb") as f:
+        assert f.read(1 << 20) == old
+
+
+def _quit_after(serial: Path, qmp: Path, pattern: str, grace: float) -> threading.Thread:
+    """End QEMU over QMP `grace` seconds after `pattern` shows on the serial console (a
+    live environment that stays up never powers off by itself)."""
+
+    def run() -> None:
+        while not serial.exists() or pattern not in serial.read_text(errors="replace"):
+            time.sleep(2)
+        time.sleep(grace)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(qmp))
+            s.recv(4096)
+            s.sendall(b'{"execute": "qmp_capabilities"}\n')
+            s.recv(4096)
+            s.sendall(b'{"execute": "quit"}\n')
+            s.recv(4096)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.timeout(1800)
+def test_failure_after_writing_began_stays_up(demo_artifacts, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 17 item 4: the image stream breaks after the first write (an unsigned image,
+    allowed by nestos.inst.insecure, with a flipped byte): the target is wiped and the live
+    environment stays up, saying so, with sshd and the network running; it does not reboot."""
+    require_qemu()
+    require_tools("mmdebstrap", "zstd", "cpio", "mke2fs", "modprobe", "depmod", "ssh-keygen", "gpg")
+    ident, _, _, _ = _identity(tmp_path)
+    media = _signed_pxe(tmp_path, None)
+    (tmp_path / "target.raw").write_bytes(os.urandom(1 << 20))
+    qmp = tmp_path / "qmp.sock"
+    with TestServer() as srv:
+        srv.add("m.raw.xz", demo_artifacts.raw_xz)
+        srv.behave("m.raw.xz", corrupt_at=demo_artifacts.raw_xz.stat().st_size // 2)
+        args = (
+            "--pxe /media/pxe --keyring /media/key.asc -d /dev/vdb -i /media/user.ign "
+            "--carry all --work-dir /media/stage --live-karg nestos.inst.insecure=1 "
+            "--live-karg nestos.inst.image_url=http://10.0.2.100/m.raw.xz"
+        )
+        _quit_after(tmp_path / "serial.log", qmp, "staying in the live environment", 45)
+        result, target = _run_host_vm(
+            tmp_path, media, args, ident, media_mib=512, timeout=1200,
+            run_sh=RUN_BACK_SH, http_port=srv.port, qmp=qmp,
+        )  # fmt: skip
+    text = result.serial_text
+    print(f"VM proof (host, live install breaks after writing, stays): {result.seconds:.0f}s")
+    assert not result.timed_out, text[-4000:]
+    live = text.split("jumping into the NestOS live environment", 1)[1]
+    live = re.sub(r"\x1b\[[0-9;]*[mK]", "", live)  # systemd's colours
+    assert "Pre-write checks passed; writing" in live, live[-4000:]
+    assert "writing had begun: the target was wiped" in live, live[-4000:]
+    assert "machine restart" not in live and "X2N-BACK-BEGIN" not in live  # never rebooted
+    # the failed installer's emergency target is not isolated: sshd and the network stay
+    assert "Started ssh.service" in live, live[-4000:]
+    assert not re.search(r"Stopp(ed|ing) (ssh|NetworkManager)\.service", live), live[-4000:]
+    with open(target, "rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20)  # wiped: no old system, no half install

@@ -48,7 +48,7 @@ def test_good_host_plan(tmp_path: Path, pxe: Path) -> None:
     plan = build_plan(_cfg(tmp_path, pxe))
     assert plan.ok, _failed(plan)
     assert plan.cmdline == (
-        "ignition.firstboot ignition.platform.id=metal console=tty0 console=ttyS0,115200n8"
+        "ignition.firstboot ignition.platform.id=metal panic=10 console=tty0 console=ttyS0,115200n8"
     )
     assert plan.payload is not None
     assert plan.payload.installer["dest-device"] == "/dev/disk/by-id/virtio-x2n-test-disk"

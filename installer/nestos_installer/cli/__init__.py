@@ -66,6 +66,12 @@ def _autoinstall() -> click.Command:
     return autoinstall_cmd
 
 
+def _deadman_watch() -> click.Command:
+    from nestos_installer.cli.deadman import deadman_watch_cmd
+
+    return deadman_watch_cmd
+
+
 _LAZY: Dict[str, Callable[[], click.Command]] = {
     "install": _install,
     "download": _download,
@@ -74,6 +80,7 @@ _LAZY: Dict[str, Callable[[], click.Command]] = {
     "pxe": _pxe,
     "dev": _dev,
     "autoinstall": _autoinstall,
+    "deadman-watch": _deadman_watch,
 }
 
 

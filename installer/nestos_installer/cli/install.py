@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from nestos_installer import config as cfgfile
+from nestos_installer import deadman
 from nestos_installer.bootconfig import Console
 from nestos_installer.diskselect import resolve_dest
 from nestos_installer.download import host_architecture
@@ -254,5 +255,7 @@ def install_cmd(**params: Any) -> None:
         check_local_inputs(cfg)
         click.echo(describe(cfg))
         return
-    install(cfg, _say)
+    # autoinstall passes the dead-man switch's guard as the context object
+    guard = ctx.obj if isinstance(ctx.obj, deadman.Guard) else None
+    install(cfg, _say, guard)
     os.sync()
