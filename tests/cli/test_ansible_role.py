@@ -7,63 +7,26 @@ refusal of a host changed by a failed conversion, check mode, vaulted Ignition; 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
 
-from helpers.capabilities import require
+from helpers.ansible import ansible_env, ansible_tool, build_collection, playbook
+from helpers.tools import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "tests/fixtures/ansible/x2nestos_standin.py"
-BIN = Path(sys.executable).parent
 DEBIAN = "Debian GNU/Linux 12 (bookworm)"
 TEMPLATE = '{"ignition": {"version": "3.3.0"}, "storage": {"files": [{"path": "/etc/motd", '
 TEMPLATE += '"contents": {"source": "data:,{{ inventory_hostname }}"}}]}}'
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ansible"), pytest.mark.timeout(600)]
 
 
-def tool(name: str) -> str:
-    path = BIN / name
-    found = str(path) if path.exists() else shutil.which(name)
-    require(found is not None, f"needs {name} (pip install -e '.[test]')")
-    assert found is not None
-    return found
-
-
 @pytest.fixture(scope="module")
 def collections(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The collection built by ansible-galaxy and installed into a temp collections path."""
-    galaxy = tool("ansible-galaxy")
-    tmp = tmp_path_factory.mktemp("collection")
-    env = ansible_env(tmp)
-    subprocess.run(
-        [galaxy, "collection", "build", str(REPO / "packaging/ansible"), "--output-path", tmp],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    tarball = tmp / "nestos-x2nestos-0.1.0.tar.gz"
-    subprocess.run(
-        [galaxy, "collection", "install", "-p", str(tmp / "coll"), str(tarball)],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    return tmp / "coll"
-
-
-def ansible_env(tmp: Path, collections: Optional[Path] = None) -> Dict[str, str]:
-    env = dict(os.environ, ANSIBLE_HOME=str(tmp / "ansible-home"), ANSIBLE_NOCOLOR="1")
-    env.update(ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"), ANSIBLE_RETRY_FILES_ENABLED="0")
-    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
-    if collections is not None:
-        env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
-    return env
+    return build_collection(tmp_path_factory.mktemp("collection"))
 
 
 class Fleet:
@@ -92,12 +55,7 @@ class Fleet:
         }
 
     def play(self, *args: str, **extra: Any) -> subprocess.CompletedProcess[str]:
-        (self.dir / "vars.json").write_text(json.dumps({**self.vars, **extra}))
-        argv = [tool("ansible-playbook"), "-i", str(self.dir / "fleet.ini")]
-        argv += ["nestos.x2nestos.convert", "-e", f"@{self.dir / 'vars.json'}", *args]
-        return subprocess.run(
-            argv, env=self.env, capture_output=True, text=True, timeout=300, check=False
-        )
+        return playbook(self.env, self.dir / "fleet.ini", {**self.vars, **extra}, *args)
 
     def result(self, host: str) -> Dict[str, Any]:
         data: Dict[str, Any] = json.loads((self.dir / "results" / f"{host}.json").read_text())
@@ -164,7 +122,12 @@ def test_failure_after_the_jump_is_refused(collections: Path, tmp_path: Path) ->
     (tmp_path / "vault-pass").write_text("s3cret\n")
     (tmp_path / "secret.ign").write_text('{"ignition": {"version": "3.3.0"}}')
     subprocess.run(
-        [tool("ansible-vault"), "encrypt", "--vault-password-file", str(tmp_path / "vault-pass")]
+        [
+            ansible_tool("ansible-vault"),
+            "encrypt",
+            "--vault-password-file",
+            str(tmp_path / "vault-pass"),
+        ]
         + [str(tmp_path / "secret.ign")],
         env=fleet.env,
         check=True,
@@ -217,7 +180,7 @@ def test_unreachable_host_fails_in_probe(collections: Path, tmp_path: Path) -> N
 
 def test_ansible_lint_clean(collections: Path, tmp_path: Path) -> None:
     """ansible-lint (production profile) over the collection as installed."""
-    lint = tool("ansible-lint")
+    lint = ansible_tool("ansible-lint")
     installed = collections / "ansible_collections/nestos/x2nestos"
     out = subprocess.run(
         [lint, "--offline", "--nocolor", "--profile", "production"],
