@@ -69,6 +69,7 @@ def conversion(registered: Dict[str, Any]) -> Dict[str, Any]:
         "reason": result.get("reason") or (None if ok else why or f"x2nestos exited {rc}"),
         # the result's own word, but never "untouched" once the jump was seen
         "untouched": bool(result.get("untouched", not jumped)) and not jumped,
+        "returned": bool(result.get("returned")),  # back on its old system: not converted
         "exit-code": result.get("exit-code", rc),
         "start": result.get("start"),
         "end": result.get("end"),
