@@ -8,6 +8,7 @@ nestos_installer.signature.gpgv.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import os
 import shutil
@@ -15,7 +16,7 @@ import struct
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
 
 from nestos_installer.errors import (
     HashMismatch,
@@ -88,6 +89,10 @@ class LiveArtifacts:
         assert part.path is not None
         with open(part.path, "rb") as f:
             shutil.copyfileobj(f, out, 4 << 20)
+
+    def initrd_parts(self) -> List[Callable[[BinaryIO], None]]:
+        """Writers of the live initramfs and rootfs, in the order kexec's initrd holds them."""
+        return [functools.partial(self.copy, n) for n in ("initramfs", "rootfs") if n in self.parts]
 
     def to_json(self) -> Dict[str, Any]:
         return {

@@ -7,12 +7,13 @@ Turns flags into a frozen ConvertConfig, calls one function, prints results and 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn, Optional, TextIO
 
 from nestos_installer.errors import UsageError
 from nestos_installer.report import report
@@ -20,7 +21,16 @@ from x2nestos import __version__
 from x2nestos.convert import convert, unload
 from x2nestos.initramfs import Compression
 from x2nestos.network import NetworkMode
+from x2nestos.phases import Phase, Tracker
 from x2nestos.plan import DEFAULT_CARRY, DEFAULT_WORK_DIR, Carry, ConvertConfig, Plan, build_plan
+from x2nestos.remote import (
+    DEFAULT_TIMEOUT,
+    RemoteOptions,
+    convert_remote,
+    plan_remote,
+    unload_remote,
+)
+from x2nestos.ssh import SshTarget
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -65,9 +75,10 @@ def _destination(dst: Any) -> None:
     )
     dst.add_argument(
         "--carry",
-        default=",".join(sorted(c.value for c in DEFAULT_CARRY)),
         metavar="LIST",
-        help="hostname,ssh-keys,host-keys,network,console, all or none (default: %(default)s)",
+        help="hostname,ssh-keys,host-keys,network,console, all or none (default: "
+        + ",".join(sorted(c.value for c in DEFAULT_CARRY))
+        + "; all with --host)",
     )
     dst.add_argument(
         "--network",
@@ -118,6 +129,45 @@ def _staging(dst: Any) -> None:
     )
 
 
+def _remote(p: argparse.ArgumentParser) -> None:
+    grp = p.add_argument_group("another host, over SSH (x2nestos runs here, nothing on it)")
+    grp.add_argument("--host", metavar="[USER@]HOST", help="the host to convert, over SSH")
+    grp.add_argument("--port", type=int, metavar="N", help="its SSH port")
+    grp.add_argument("--identity", type=Path, metavar="FILE", help="SSH private key to log in")
+    grp.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="ssh -o option, e.g. ProxyJump=bastion (repeatable)",
+    )
+    grp.add_argument("--sudo", action="store_true", help="become root there with sudo -n")
+
+
+def _convert_options(cv: argparse.ArgumentParser) -> None:
+    cv.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    cv.add_argument(
+        "--stage-only",
+        action="store_true",
+        help="load the live kernel and stop (undo: x2nestos unload)",
+    )
+    cv.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    cv.add_argument("--json", action="store_true", help="one JSON object per phase, then a result")
+    cv.add_argument("--no-wait", action="store_true", help="with --host: stop after the jump")
+    cv.add_argument(
+        "--install-kexec",
+        action="store_true",
+        help="with --host: install kexec-tools there if missing",
+    )
+    cv.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="with --host: limit of each phase after the jump (default: %(default).0f)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="x2nestos",
@@ -143,16 +193,10 @@ def parser() -> argparse.ArgumentParser:
             name, formatter_class=_formatter, help=help_text, description=description
         )
         _common(verbs[name])
+        _remote(verbs[name])
     for name in ("doctor", "plan"):
         verbs[name].add_argument("--json", action="store_true", help="machine-readable output")
-    cv = verbs["convert"]
-    cv.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    cv.add_argument(
-        "--stage-only",
-        action="store_true",
-        help="load the live kernel and stop (undo: x2nestos unload)",
-    )
-    cv.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    _convert_options(verbs["convert"])
     un = sub.add_parser(
         "unload",
         formatter_class=_formatter,
@@ -160,13 +204,38 @@ def parser() -> argparse.ArgumentParser:
         description="Unload a kernel staged by convert --stage-only.",
     )
     un.add_argument("--work-dir", type=Path, metavar="DIR", help="staging dir to clean")
+    _remote(un)
     return top
 
 
-def config_from(args: argparse.Namespace) -> ConvertConfig:
+def target_from(args: argparse.Namespace) -> Optional[SshTarget]:
+    """--host and its SSH options, or None (this host)."""
+    if not args.host:
+        for flag in ("port", "identity", "sudo"):
+            if getattr(args, flag):
+                raise UsageError(f"--{flag} needs --host")
+        if args.ssh_option:
+            raise UsageError("--ssh-option needs --host")
+        return None
+    if args.root != Path("/"):
+        raise UsageError("--root and --host exclude each other")
+    return SshTarget.parse(
+        args.host,
+        port=args.port,
+        identity=args.identity,
+        options=args.ssh_option,
+        sudo=args.sudo,
+    )
+
+
+def config_from(args: argparse.Namespace, remote: bool = False) -> ConvertConfig:
     kw: dict[str, Any] = {}
     if args.stream_base_url:
         kw["stream_base_url"] = args.stream_base_url
+    if args.carry is not None:
+        kw["carry"] = Carry.parse(args.carry)
+    elif remote:  # the converted host is checked by its carried key, login and hostname
+        kw["carry"] = frozenset(Carry)
     return ConvertConfig(
         root=args.root,
         target=args.dest_device,
@@ -178,7 +247,6 @@ def config_from(args: argparse.Namespace) -> ConvertConfig:
         ignition_file=args.ignition_file,
         ignition_url=args.ignition_url,
         ignition_hash=args.ignition_hash,
-        carry=Carry.parse(args.carry),
         save_partlabel=tuple(args.save_partlabel),
         live_kargs=tuple(args.live_karg),
         dest_kargs=tuple(args.dest_karg),
@@ -232,38 +300,104 @@ def print_plan(plan: Plan) -> None:
         print("\n".join(f"  {c}" for c in plan.notes))
 
 
-def _confirm(plan: Plan) -> bool:
+def _confirm(plan: Plan, out: TextIO = sys.stdout) -> bool:
     if not sys.stdin.isatty():
         raise UsageError("refusing to convert without confirmation", hint="pass --yes")
     t = plan.target
+    where = plan.host.get("hostname") or "this host"
     print(
-        f"\nThis ERASES {t.kernel_path if t else '?'} ({t.stable_path if t else '?'}) and "
-        "installs NestOS. It cannot be undone."
+        f"\nThis ERASES {t.kernel_path if t else '?'} ({t.stable_path if t else '?'}) on "
+        f"{where} and installs NestOS. It cannot be undone.",
+        file=out,
     )
-    return input("Type 'yes' to continue: ").strip() == "yes"
+    print("Type 'yes' to continue: ", end="", file=out, flush=True)
+    return sys.stdin.readline().strip() == "yes"
+
+
+DOCTOR_KEYS = ("ok", "checks", "architecture", "kexec", "target", "artifacts", "host")
+
+
+def report_plan(args: argparse.Namespace, cfg: ConvertConfig, target: Optional[SshTarget]) -> int:
+    """doctor / plan, here or on --host: exit 0 when the host can be converted, else 1."""
+    ssh: Optional[Dict[str, Any]] = None
+    if target is not None:
+        plan, ssh = plan_remote(cfg, target)
+    else:
+        plan = build_plan(cfg)
+    if args.json:
+        d = plan.to_json()
+        if args.command == "doctor":
+            d = {k: d[k] for k in DOCTOR_KEYS}
+        if ssh is not None:
+            d["ssh"] = ssh
+        print(json.dumps(d, indent=2))
+    elif args.command == "doctor":
+        print_checks(plan)
+    else:
+        print_plan(plan)
+    return 0 if plan.ok else 1
+
+
+def human_event(event: Dict[str, Any]) -> None:
+    """A phase event as one line for people (--json prints the objects themselves)."""
+    if event["event"] == "log":
+        print(f"  | {event['line']}", flush=True)
+    elif event["event"] == "phase":
+        status = "ok" if event["status"] == "ok" else "FAILED"
+        text = event.get("reason") if event["status"] != "ok" else event.get("detail", "")
+        print(f"{event['phase']:10} {status:6} {event['seconds']:7.1f}s  {text or ''}", flush=True)
+
+
+def convert_tracked(
+    args: argparse.Namespace, cfg: ConvertConfig, target: Optional[SshTarget]
+) -> int:
+    """convert with phases (always with --host, and with --json here): events as they come,
+    then the result object; the exit code names the phase that failed."""
+    emit = (lambda e: print(json.dumps(e), flush=True)) if args.json else human_event
+    track = Tracker(emit, target.name if target else os.uname().nodename)
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError("refusing to convert without confirmation", hint="pass --yes")
+    confirm = (
+        None
+        if args.yes
+        else functools.partial(_confirm, out=sys.stderr if args.json else sys.stdout)
+    )
+    state: Optional[Phase] = None
+    try:
+        if target is not None:
+            opts = RemoteOptions(target, args.install_kexec, not args.no_wait, args.timeout)
+            state = convert_remote(cfg, opts, track, confirm=confirm, stage_only=args.stage_only)
+        else:
+            say = track.log if args.json else (lambda m: print(m, flush=True))
+            out = convert(cfg, say=say, confirm=confirm, stage_only=args.stage_only, track=track)
+            state = Phase.JUMPED if out.jumped else Phase.LOADED
+    except BaseException as e:
+        result = track.result(track.reached(), e)
+        if args.json:
+            print(json.dumps(result), flush=True)
+        raise
+    result = track.result(state)
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        print(f"{result['host']}: {result['state']} in {result['seconds']:.0f}s")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    target = target_from(args)
     if args.command == "unload":
-        was = unload(ConvertConfig(root=args.root, work_dir=args.work_dir))
+        ucfg = ConvertConfig(root=args.root, work_dir=args.work_dir)
+        was = unload_remote(ucfg, target) if target is not None else unload(ucfg)
         print("unloaded the staged kernel" if was else "no kernel was staged")
         return 0
-    cfg = config_from(args)
+    cfg = config_from(args, remote=target is not None)
     if args.command in ("doctor", "plan"):
-        plan = build_plan(cfg)
-        if args.json:
-            d = plan.to_json()
-            if args.command == "doctor":
-                d = {
-                    k: d[k]
-                    for k in ("ok", "checks", "architecture", "kexec", "target", "artifacts")
-                }
-            print(json.dumps(d, indent=2))
-        elif args.command == "doctor":
-            print_checks(plan)
-        else:
-            print_plan(plan)
-        return 0 if plan.ok else 1
+        return report_plan(args, cfg, target)
+    if target is not None or args.json:
+        if args.build_only:
+            raise UsageError("--build-only is for local inspection (with --root), not --json")
+        return convert_tracked(args, cfg, target)
     out = convert(
         cfg,
         say=lambda m: print(m, flush=True),

@@ -6,17 +6,18 @@ Talks to kexec only through x2nestos.kexec; never prints (the CLI reports progre
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, ContextManager, Optional
 
 from nestos_installer.errors import NestosError, UsageError
 from x2nestos import kexec
 from x2nestos.artifacts import verify_artifacts
-from x2nestos.initramfs import archive, concatenate
+from x2nestos.initramfs import archive, combine
+from x2nestos.phases import Phase, Step, Tracker
 from x2nestos.plan import ConvertConfig, Plan, build_plan, staging_paths
 
 Say = Callable[[str], None]
@@ -45,7 +46,7 @@ def stage(plan: Plan) -> tuple[Path, Path]:
     a 0700 directory on disk-backed storage."""
     cfg = plan.config
     art, payload = plan.artifacts, plan.payload
-    if art is None or payload is None:
+    if art is None or payload is None or plan.target is None or not plan.target.stable_path:
         raise UsageError("nothing to stage (no artifacts or no target)")
     directory, kernel, initrd = staging_paths(cfg)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -56,31 +57,19 @@ def stage(plan: Plan) -> tuple[Path, Path]:
     for p in (kernel, initrd):
         if p.exists():
             p.unlink()
-    fd = os.open(kernel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        art.copy("kernel", out)
-    pieces = []
-    with ExitStack() as stack:
-        for name in ("initramfs", "rootfs"):
-            if name not in art.parts:
-                continue
-            part = art.parts[name]
-            if part.path is not None:
-                pieces.append(part.path)
-                continue
-            tmp = directory / f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            stack.callback(_unlink_if_exists, tmp)
-            with os.fdopen(fd, "wb") as out:
-                art.copy(name, out)
-            pieces.append(tmp)
-        concatenate(pieces, archive(payload.members(), cfg.compression), initrd)
+    extra = archive(payload.members(), cfg.compression)
+    _write(kernel, lambda out: art.copy("kernel", out))
+    _write(initrd, lambda out: combine(art.initrd_parts(), extra, out))
     return kernel, initrd
 
 
-def _unlink_if_exists(path: Path) -> None:
-    if path.exists():
-        path.unlink()
+def _write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """A new file, 0600, written and fsync'd (never through a symlink)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        write(out)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def clean_staging(cfg: ConvertConfig) -> None:
@@ -101,16 +90,13 @@ def drop_downloads(cfg: ConvertConfig) -> None:
         shutil.rmtree(downloads)
 
 
-def convert(
-    cfg: ConvertConfig,
-    *,
-    say: Say,
-    confirm: Optional[Confirm],
-    stage_only: bool,
-    build_only: bool = False,
-) -> Outcome:
-    """Run the conversion. `confirm=None` means --yes. `build_only` stops after staging (used
-    with --root for inspection; kexec is never touched then)."""
+def _in(track: Optional[Tracker], phase: Phase) -> ContextManager[Step]:
+    """The phase's context under a tracker (--json), else nothing."""
+    return track.phase(phase) if track is not None else contextlib.nullcontext(Step())
+
+
+def ready(cfg: ConvertConfig, say: Say, *, build_only: bool) -> Plan:
+    """The plan, refused unless every check passes; --stream downloaded; signatures checked."""
     say("checking the host and the artifacts")
     plan = build_plan(cfg)
     refuse_unless_ok(plan)
@@ -126,16 +112,38 @@ def convert(
     verify_artifacts(plan.artifacts, cfg.keys(), insecure=cfg.insecure)
     for line in plan.artifacts.verification:
         say(f"  {line}")
+    return plan
+
+
+def convert(
+    cfg: ConvertConfig,
+    *,
+    say: Say,
+    confirm: Optional[Confirm],
+    stage_only: bool,
+    build_only: bool = False,
+    track: Optional[Tracker] = None,
+) -> Outcome:
+    """Run the conversion. `confirm=None` means --yes. `build_only` stops after staging (used
+    with --root for inspection; kexec is never touched then). `track`: report phases."""
+    with _in(track, Phase.PLAN):
+        plan = ready(cfg, say, build_only=build_only)
     say(f"staging in {cfg.staging}")
     loaded = False
     try:
-        kernel, initrd = stage(plan)
-        say(f"  kernel {kernel}, initrd {initrd} ({initrd.stat().st_size} bytes)")
+        with _in(track, Phase.STAGE) as step:
+            kernel, initrd = stage(plan)
+            step.detail = f"kernel {kernel}, initrd {initrd} ({initrd.stat().st_size} bytes)"
+            say("  " + step.detail)
         if build_only:
             return Outcome(plan, kernel, initrd, False, False)
-        say("loading the live kernel (kexec " + ("-s" if plan.kexec.use_file_load else "-c") + ")")
-        kexec.load(kernel, initrd, plan.cmdline, file_load=plan.kexec.use_file_load, root=cfg.root)
-        loaded = True
+        kind = "-s" if plan.kexec.use_file_load else "-c"
+        say(f"loading the live kernel (kexec {kind})")
+        with _in(track, Phase.LOADED):
+            kexec.load(
+                kernel, initrd, plan.cmdline, file_load=plan.kexec.use_file_load, root=cfg.root
+            )
+            loaded = True
         if stage_only:
             say("staged; `x2nestos unload` undoes it, `systemctl kexec` fires it")
             return Outcome(plan, kernel, initrd, True, False)
@@ -144,7 +152,8 @@ def convert(
             loaded = False
             raise NestosError("conversion cancelled; the live kernel was unloaded")
         say("jumping into the NestOS live environment")
-        kexec.execute(systemd=plan.systemd, root=cfg.root)
+        with _in(track, Phase.JUMPED):
+            kexec.execute(systemd=plan.systemd, root=cfg.root)
         return Outcome(plan, kernel, initrd, True, True)
     except BaseException:
         if loaded and not stage_only:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,3 +267,68 @@ def systemd_is_pid1(root: Path = ROOT) -> bool:
 
 # Filesystems that live in RAM: staging there would not survive to the kexec.
 MEMORY_FS = frozenset({"tmpfs", "ramfs", "rootfs"})
+
+
+# What a probe of a host over SSH stores beside the host's files (see x2nestos/probe.py).
+PROBE_DIR = "run/x2nestos"
+
+
+def have_tool(root: Path, name: str) -> bool:
+    """Whether the host has program `name`: on PATH here, or as a probe of it found it."""
+    listed = _read(root, f"{PROBE_DIR}/tools")
+    if root != ROOT and listed is not None:
+        return name in listed.split()
+    return shutil.which(name) is not None
+
+
+def os_release(root: Path = ROOT) -> Dict[str, str]:
+    """/etc/os-release (else /usr/lib/os-release) as key -> unquoted value."""
+    return parse_os_release(
+        _read(root, "etc/os-release") or _read(root, "usr/lib/os-release") or ""
+    )
+
+
+def parse_os_release(text: str) -> Dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and re.fullmatch(r"[A-Z0-9_]+", key):
+            out[key] = value.strip().strip("\"'")
+    return out
+
+
+# package manager -> the command installing kexec-tools with it (non-interactive)
+INSTALLERS = (
+    ("dnf", ("dnf", "install", "-y", "kexec-tools")),
+    ("yum", ("yum", "install", "-y", "kexec-tools")),
+    (
+        "apt-get",
+        ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "kexec-tools"),
+    ),
+    ("zypper", ("zypper", "--non-interactive", "install", "kexec-tools")),
+)
+FAMILIES = {"debian": "apt-get", "ubuntu": "apt-get", "suse": "zypper", "opensuse": "zypper"}
+
+
+def kexec_install_command(root: Path = ROOT) -> Optional[Tuple[str, ...]]:
+    """The host's own command installing kexec-tools: its package manager by /etc/os-release
+    ID / ID_LIKE (and which of dnf, yum, apt-get, zypper it has); None when unknown."""
+    rel = os_release(root)
+    ids = [rel.get("ID", "").lower()] + rel.get("ID_LIKE", "").lower().split()
+    have = [name for name, _ in INSTALLERS if have_tool(root, name)]
+    family = next((FAMILIES[i] for i in ids if i in FAMILIES), None)
+    if family is not None and family not in have:
+        return None
+    pick = family or next((n for n in have if n in ("dnf", "yum")), None)
+    return next((argv for name, argv in INSTALLERS if name == pick), None)
+
+
+def free_space(root: Path, path: str) -> int:
+    """Bytes available to root at `path` (an existing directory): statvfs here, or what a
+    probe of the host stored for its staging dir (the one place it is asked about)."""
+    stored = _read(root, f"{PROBE_DIR}/staging-free")
+    free = stored.split()[-1] if stored and stored.split() else ""
+    if root != ROOT and free.isdigit():
+        return int(free)
+    st = os.statvfs(root / path.lstrip("/"))
+    return st.f_bavail * st.f_frsize

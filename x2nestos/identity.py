@@ -51,8 +51,9 @@ def _read(root: Path, rel: str) -> Optional[str]:
         return None
 
 
-def sshd_settings(root: Path = ROOT) -> Dict[str, List[str]]:
-    """Global sshd_config keywords (lower-case) -> arguments, first value wins like sshd."""
+def sshd_settings(root: Path = ROOT, includes: Optional[List[str]] = None) -> Dict[str, List[str]]:
+    """Global sshd_config keywords (lower-case) -> arguments, first value wins like sshd.
+    `includes` collects the Include patterns met (absolute), for a probe to fetch."""
     out: Dict[str, List[str]] = {}
     matched: List[str] = []
 
@@ -78,6 +79,8 @@ def sshd_settings(root: Path = ROOT) -> Dict[str, List[str]]:
                     full = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
                     if ".." in full.split("/"):
                         continue  # would leave the tree we read
+                    if includes is not None:
+                        includes.append(full)
                     for p in sorted(glob.glob(glob.escape(str(root).rstrip("/")) + full)):
                         parse("/" + str(Path(p).relative_to(root)), depth + 1)
                 continue
@@ -153,9 +156,33 @@ def _expand(pattern: str, name: str, uid: int, home: str) -> str:
     return out if out.startswith("/") else f"{home.rstrip('/')}/{out}"
 
 
+def key_files(settings: Dict[str, List[str]], name: str, uid: int, home: str) -> List[str]:
+    """The AuthorizedKeysFile paths sshd reads for one user."""
+    files = settings.get("authorizedkeysfile", [".ssh/authorized_keys", ".ssh/authorized_keys2"])
+    return [_expand(p, name, uid, home) for p in files if p.lower() != "none"]
+
+
+def host_key_files(settings: Dict[str, List[str]]) -> List[str]:
+    """The private host key files sshd serves (HostKey, else the default ones)."""
+    paths = settings.get("hostkey") or [
+        f"/etc/ssh/ssh_host_{t}_key" for t in ("rsa", "ecdsa", "ed25519")
+    ]
+    return [p for p in paths if ".." not in p.split("/")]
+
+
+def probe_paths(root: Path) -> List[str]:
+    """Files the identity readers would read beyond a probe's first pass (sshd Include
+    patterns, HostKey files, each login user's authorized keys): for the next pass."""
+    includes: List[str] = []
+    settings = sshd_settings(root, includes)
+    out = includes + [p + s for p in host_key_files(settings) for s in ("", ".pub")]
+    for name, uid, home, _groups in login_users(root):
+        out += key_files(settings, name, uid, home)
+    return out
+
+
 def read_users(root: Path, ident: Identity) -> None:
     settings = sshd_settings(root)
-    files = settings.get("authorizedkeysfile", [".ssh/authorized_keys", ".ssh/authorized_keys2"])
     if settings.get("authorizedkeyscommand", ["none"])[0].lower() != "none":
         ident.not_carried.append("ssh-keys: keys served by AuthorizedKeysCommand")
     if "#match" in settings:
@@ -165,10 +192,8 @@ def read_users(root: Path, ident: Identity) -> None:
         )
     for name, uid, home, groups in login_users(root):
         keys: List[str] = []
-        for pattern in files:
-            if pattern.lower() == "none":
-                continue
-            text = _read(root, _expand(pattern, name, uid, home))
+        for path in key_files(settings, name, uid, home):
+            text = _read(root, path)
             if text is None:
                 continue
             found, stripped = parse_authorized_keys(text)
@@ -181,11 +206,7 @@ def read_users(root: Path, ident: Identity) -> None:
 
 
 def read_host_keys(root: Path, ident: Identity) -> None:
-    settings = sshd_settings(root)
-    paths = settings.get("hostkey") or []
-    if not paths:
-        paths = [f"/etc/ssh/ssh_host_{t}_key" for t in ("rsa", "ecdsa", "ed25519")]
-    for p in (p for p in paths if ".." not in p.split("/")):
+    for p in host_key_files(sshd_settings(root)):
         for suffix, mode in (("", 0o600), (".pub", 0o644)):
             try:
                 data = read_host_bytes(root, (p + suffix).lstrip("/"))

@@ -7,12 +7,13 @@ stdlib + `nestos_installer.cpio`/`compression` only; names are validated (relati
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Sequence
+from typing import BinaryIO, Callable, Dict, Iterable, Sequence, cast
 
 from nestos_installer import cpio
 from nestos_installer.compression import Compression as Compression  # re-exported for cli, plan
@@ -51,24 +52,55 @@ def archive(members: Sequence[Member], compression: Compression = Compression.GZ
     return compression.compress(newc(members))
 
 
-def concatenate(parts: Sequence[Path], extra: bytes, dest: Path) -> int:
-    """Write parts + extra to dest (mode 0600), each member padded to 4 bytes with NULs.
+class Sink:
+    """A write-only stream that counts and hashes (sha256) what passes through it."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+Part = Callable[[BinaryIO], None]  # writes one piece of the combined initrd to its argument
+
+
+def combine(parts: Iterable[Part], extra: bytes, out: BinaryIO) -> Sink:
+    """Write each part, then `extra`, to out: each part padded to 4 bytes with NULs.
 
     The kernel unpacks concatenated (compressed) cpio members in order and skips NUL padding
     between them, so later members add to or override earlier ones.
     """
+    sink = Sink(out)
+    for write in parts:
+        write(cast(BinaryIO, sink))
+        sink.write(b"\0" * (-sink.size % 4))
+    sink.write(extra)
+    return sink
+
+
+def file_part(path: Path) -> Part:
+    def write(out: BinaryIO) -> None:
+        with open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 4 << 20)
+
+    return write
+
+
+def concatenate(parts: Sequence[Path], extra: bytes, dest: Path) -> int:
+    """Write the files `parts` + extra to dest (mode 0600) as combine() does; fsync'd."""
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    total = 0
     with os.fdopen(fd, "wb") as out:
-        for p in parts:
-            with open(p, "rb") as src:
-                shutil.copyfileobj(src, out, 4 << 20)
-            total += p.stat().st_size
-            pad = -total % 4
-            out.write(b"\0" * pad)
-            total += pad
-        out.write(extra)
-        total += len(extra)
+        sink = combine([file_part(p) for p in parts], extra, out)
         out.flush()
         os.fsync(out.fileno())
-    return total
+    return sink.size

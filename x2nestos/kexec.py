@@ -7,7 +7,7 @@ Never called against a fake root: callers pass the real "/" or get a UsageError.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Union
 
 from nestos_installer import run as runner
 from nestos_installer.errors import CommandFailed, NestosError, UsageError
@@ -27,7 +27,9 @@ def is_loaded(root: Path = REAL_ROOT) -> bool:
         return False
 
 
-def load_argv(kernel: Path, initrd: Path, cmdline: str, *, file_load: bool) -> List[str]:
+def load_argv(
+    kernel: Union[str, Path], initrd: Union[str, Path], cmdline: str, *, file_load: bool
+) -> List[str]:
     """kexec-tools command line: -s selects kexec_file_load (needed under lockdown), -c the
     legacy kexec_load syscall."""
     return [
@@ -48,12 +50,22 @@ def load(
     try:
         runner.run(load_argv(kernel, initrd, cmdline, file_load=file_load), timeout=600)
     except CommandFailed as e:
-        hint = None
-        if "Key was rejected" in e.stderr_tail or "Permission denied" in e.stderr_tail:
-            hint = "the running kernel refused the load (Secure Boot / lockdown / IMA policy)"
-        raise NestosError("loading the live kernel with kexec", hint=hint) from e
+        raise load_failed(e) from e
     if not is_loaded(root):
-        raise NestosError("kexec -l succeeded but /sys/kernel/kexec_loaded is not 1")
+        raise not_loaded()
+
+
+def not_loaded() -> NestosError:
+    """kexec -l said yes but the kernel does not say a kernel is loaded: never jump then."""
+    return NestosError("kexec -l succeeded but /sys/kernel/kexec_loaded is not 1")
+
+
+def load_failed(e: CommandFailed) -> NestosError:
+    """The error for a failed `kexec -l`, with the likely reason when the kernel refused it."""
+    hint = None
+    if "Key was rejected" in e.stderr_tail or "Permission denied" in e.stderr_tail:
+        hint = "the running kernel refused the load (Secure Boot / lockdown / IMA policy)"
+    return NestosError("loading the live kernel with kexec", hint=hint)
 
 
 def unload(root: Path = REAL_ROOT) -> bool:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from nestos_installer import disks
-from nestos_installer import run as runner
 from nestos_installer.errors import ConfigError, NestosError, UsageError
 from nestos_installer.signature.policy import Keyring
 from x2nestos import hostfacts, identity, netstate, network, preflight
@@ -70,6 +69,8 @@ DEFAULT_CARRY = frozenset({Carry.CONSOLE, Carry.NETWORK})
 DEFAULT_WORK_DIR = Path("/var/lib/x2nestos")
 # Interface naming kargs: carried with the network so carried names keep meaning the same NICs.
 NAMING_KARGS = ("net.ifnames=", "biosdevname=")
+# The installer config's dest-device while no target is usable (the plan is shown, never staged).
+NO_TARGET = "<no usable target disk: see the target check>"
 DEFAULT_CONSOLES = {"x86_64": ("tty0", "ttyS0,115200n8"), "aarch64": ("tty0", "ttyAMA0,115200n8")}
 
 
@@ -149,6 +150,7 @@ class Plan:
     not_carried: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     interfaces: List[network.IfacePlan] = field(default_factory=list)
+    host: Dict[str, Any] = field(default_factory=dict)  # what the host is, as found
 
     @property
     def ok(self) -> bool:
@@ -182,6 +184,7 @@ class Plan:
             "carried": self.carried,
             "not-carried": self.not_carried,
             "notes": self.notes,
+            "host": self.host,
         }
 
 
@@ -217,8 +220,11 @@ def _consoles(cfg: ConvertConfig, arch: str) -> Tuple[List[str], bool]:
     return list(DEFAULT_CONSOLES.get(canon, ("tty0",))), False
 
 
-def _network(cfg: ConvertConfig, checks: List[Check]) -> network.NetworkFacts:
-    """The network NestOS will have, and the check that it still carries this host."""
+def _network(
+    cfg: ConvertConfig, checks: List[Check]
+) -> Tuple[network.NetworkFacts, netstate.RuntimeState]:
+    """The network NestOS will have (and the runtime state it was read with), and the check
+    that it still carries this host."""
     runtime = netstate.read_runtime(cfg.root)
     if cfg.network_mode is network.NetworkMode.DHCP:
         net = network.dhcp_facts(runtime)
@@ -235,7 +241,7 @@ def _network(cfg: ConvertConfig, checks: List[Check]) -> network.NetworkFacts:
             must_carry=cfg.must_carry,
         )
     )
-    return net
+    return net, runtime
 
 
 def _carry_lists(
@@ -320,6 +326,7 @@ class _Carried:
 
     ident: identity.Identity
     net: network.NetworkFacts
+    runtime: netstate.RuntimeState
     naming: List[str]
     consoles: List[str]
     carried: List[str]
@@ -334,7 +341,7 @@ def _carry(cfg: ConvertConfig, machine: str, checks: List[Check]) -> _Carried:
         host_keys=Carry.HOST_KEYS in cfg.carry,
         hostname=Carry.HOSTNAME in cfg.carry,
     )
-    net = _network(cfg, checks)
+    net, runtime = _network(cfg, checks)
     carried, not_carried, notes = _carry_lists(ident, net)
     naming: List[str] = []
     if Carry.NETWORK in cfg.carry:
@@ -347,7 +354,7 @@ def _carry(cfg: ConvertConfig, machine: str, checks: List[Check]) -> _Carried:
         "users' passwords, packages, services, /etc and data on the target "
         "(NestOS is installed fresh)"
     ]
-    return _Carried(ident, net, naming, consoles, carried, not_carried, notes)
+    return _Carried(ident, net, runtime, naming, consoles, carried, not_carried, notes)
 
 
 def _user_ignition(cfg: ConvertConfig) -> DestSource:
@@ -391,11 +398,13 @@ def _payload(
     try:
         user = _user_ignition(cfg)
         checks.append(_login(cfg, user, c.ident))
-        if target is None or not target.stable_path:
-            return None, 0
+        # Without a usable target (a check says why) the plan still shows everything else.
+        dest, size, serial = NO_TARGET, 0, None
+        if target is not None and target.stable_path:
+            dest, size, serial = target.stable_path, target.size, target.serial
         paths = LivePaths(art.prefix if art else "nestos")
         inst = installer_config(
-            target.stable_path,
+            dest,
             paths=paths,
             consoles=_dest_consoles(cfg, art, c),
             save_partlabel=cfg.save_partlabel,
@@ -405,7 +414,7 @@ def _payload(
             dest_ignition(user, c.ident, c.net.keyfiles),
             inst,
             c.net.keyfiles,
-            target_check_script(target.stable_path, target.size, target.serial),
+            target_check_script(dest, size, serial),
             paths,
         )
         return payload, len(archive(payload.members(), cfg.compression))
@@ -456,7 +465,9 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
     ]
     art, art_checks = _artifact_checks(cfg, machine, download)
     checks += art_checks
-    checks += preflight.check_kexec(kexec, runner.have_tool("kexec"))
+    checks += preflight.check_kexec(
+        kexec, hostfacts.have_tool(root, "kexec"), hostfacts.kexec_install_command(root)
+    )
     target, target_error = _target(cfg)
     checks += preflight.check_target(
         target, cfg.save_partlabel, cfg.force_unmounted_data, target_error
@@ -481,7 +492,25 @@ def build_plan(cfg: ConvertConfig, *, download: bool = False) -> Plan:
         c.not_carried,
         c.notes + _save_notes(cfg, target),
         c.net.interfaces,
+        host_facts(root, c.runtime),
     )
+
+
+def host_facts(root: Path, runtime: netstate.RuntimeState) -> Dict[str, Any]:
+    """The host as found (whatever is carried): name, system, who logs in by key, addresses."""
+    users = identity.read_identity(root, users=True, host_keys=False, hostname=False).users
+    return {
+        "hostname": identity.read_hostname(root),
+        "os": hostfacts.os_release(root).get("PRETTY_NAME"),
+        "kernel": hostfacts.kernel_release(root),
+        "users-with-keys": [u.name for u in users],
+        "addresses": {
+            link.name: [a.cidr for a in link.addresses]
+            for link in runtime.links
+            if link.addresses and not link.loopback
+        },
+        "default-route": runtime.default_devices(),
+    }
 
 
 def staging_paths(cfg: ConvertConfig) -> Tuple[Path, Path, Path]:

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from nestos_installer.disks import Partition, TargetDisk, mount_of, mounts
 from x2nestos.artifacts import LiveArtifacts
-from x2nestos.hostfacts import MEMORY_FS, KexecFacts, canonical_arch
+from x2nestos.hostfacts import MEMORY_FS, KexecFacts, canonical_arch, free_space
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -134,7 +134,9 @@ def check_live_image(art: LiveArtifacts) -> Check:
     return Check("live-image", Status.OK, f"{names} ({art.prefix_source})")
 
 
-def check_kexec(k: KexecFacts, have_tool: bool) -> List[Check]:
+def check_kexec(
+    k: KexecFacts, have_tool: bool, install: Optional[Sequence[str]] = None
+) -> List[Check]:
     out = []
     if not k.supported:
         out.append(
@@ -180,7 +182,9 @@ def check_kexec(k: KexecFacts, have_tool: bool) -> List[Check]:
         detail += "; the live kernel must be signed by a key this kernel trusts"
     out.append(Check("kexec-syscall", Status.WARN if k.legacy_blocked else Status.INFO, detail))
     if not have_tool:
-        out.append(Check("kexec-tools", Status.FAIL, "kexec not found (install kexec-tools)"))
+        how = f"`{' '.join(install)}`, or pass --install-kexec" if install else "this host's way"
+        detail = f"kexec not found: install kexec-tools with {how}"
+        out.append(Check("kexec-tools", Status.FAIL, detail))
     return out
 
 
@@ -238,8 +242,7 @@ def check_staging(root: Path, staging: Path, need: int) -> Check:
     probe = root / rel.lstrip("/")
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    st = os.statvfs(probe)
-    free = st.f_bavail * st.f_frsize
+    free = free_space(root, "/" + str(probe.relative_to(root)))
     if free < need:
         return Check("staging", Status.FAIL, f"{rel} has {_mib(free)} free, {_mib(need)} needed")
     return Check(

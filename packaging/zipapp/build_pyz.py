@@ -1,8 +1,9 @@
-"""Build x2nestos.pyz: one self-contained file that runs with a bare `python3` (>= 3.9).
+"""Build x2nestos.pyz: one self-contained file that runs with a bare `python3` (>= 3.7).
 
 Bundles the x2nestos package plus exactly the nestos_installer / nestos_stream modules it
 imports (transitively), after checking that every bundled module imports only the standard
-library or other bundled modules. Usage: python packaging/zipapp/build_pyz.py [-o OUT]
+library or other bundled modules. Its __main__.py is entry.py, which answers Python < 3.7 with
+one line. Usage: python packaging/zipapp/build_pyz.py [-o OUT]
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def package_dir(name: str) -> Path:
 PACKAGES = {name: package_dir(name) for name in ("x2nestos", "nestos_installer", "nestos_stream")}
 THIRD_PARTY_OK = {"yaml", "pycdlib"}  # imported lazily inside try/except ImportError
 DATA = {"nestos_installer": ["keys/*.asc", "keys/README"]}
-MAIN = "from x2nestos.cli import main\n\nmain()\n"
+# parseable by Python 2.7 and 3.6: they get one line saying what is needed, not a SyntaxError
+MAIN = Path(__file__).with_name("entry.py")
 EPOCH = (2020, 1, 1, 0, 0, 0)
 
 
@@ -93,7 +95,7 @@ def build(out: Path) -> Path:
         for p in PACKAGES["nestos_stream"].rglob("*.py"):
             rel = p.relative_to(PACKAGES["nestos_stream"]).with_suffix("")
             mods[".".join(["nestos_stream", *rel.parts])] = p
-    entries: Dict[str, bytes] = {"__main__.py": MAIN.encode()}
+    entries: Dict[str, bytes] = {"__main__.py": MAIN.read_bytes()}
     for name, path in mods.items():
         top = name.split(".")[0]
         rel = path.relative_to(PACKAGES[top])

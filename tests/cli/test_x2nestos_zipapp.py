@@ -327,3 +327,73 @@ def test_bundled_cpio_and_compression_run_on_old_pythons(pyz: Path, interp: str)
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "bad cpio header at offset 0: fields must be 8 hex digits\n"
+
+
+# Every CPython a host may ship: >= 3.7 runs the zipapp; older ones get the one-line refusal.
+RUNS_ON = ("3.7", "3.8", "3.9", "3.10")
+REFUSED_ON = ("2.7", "3.6")
+
+
+def pyenv_or_skip(version: str) -> str:
+    """That CPython from pyenv's versions folder (a capability probe: CI has them all)."""
+    interp = pyenv_python(version)
+    require(interp is not None, f"needs CPython {version} in pyenv's versions folder")
+    assert interp is not None
+    return interp
+
+
+def isolated(interp: str, version: str) -> list:
+    """No user site, no environment, no site-packages: only the zipapp and the stdlib."""
+    return [interp, "-E", "-s", "-S"] if version.startswith("2.") else [interp, "-I", "-S"]
+
+
+@pytest.mark.parametrize("version", RUNS_ON)
+def test_doctor_json_on_each_supported_python(pyz: Path, tmp_path: Path, version: str) -> None:
+    """doctor --json and plan --json on a fake host tree, under each Python >= 3.7 (the bundled
+    code: disks, network readers, payload with its gzip data URLs, ISO/PXE readers)."""
+    interp = pyenv_or_skip(version)
+    require_tools("cpio")
+    build_host(tmp_path / "root")
+    build_pxe(tmp_path / "pxe")
+    ign = tmp_path / "u.ign"
+    ign.write_text(LOGIN_IGN)
+    out = {}
+    for verb in ("doctor", "plan"):
+        proc = subprocess.run(
+            [*isolated(interp, version), str(pyz), "--root", str(tmp_path / "root"), verb]
+            + ["--json", "--pxe", str(tmp_path / "pxe"), "-i", str(ign), "--carry", "all"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stderr == ""
+        out[verb] = json.loads(proc.stdout)
+    assert out["doctor"]["ok"] and out["doctor"]["architecture"] == "x86_64"
+    assert out["doctor"]["target"]["stable-path"] == "/dev/disk/by-id/virtio-x2n-test-disk"
+    dest = out["plan"]["destination-ignition"]
+    assert {u["name"] for u in dest["passwd"]["users"]} == {"root", "alice", "carol"}
+    assert out["plan"]["installer-config"]["dest-device"].endswith("virtio-x2n-test-disk")
+
+
+@pytest.mark.parametrize("version", REFUSED_ON)
+def test_old_python_gets_one_line(pyz: Path, tmp_path: Path, version: str) -> None:
+    """Python 2.7 and 3.6 cannot parse x2nestos: the entry point says, in one line, which
+    Python it needs and that --host from another machine needs none here; exit status 2."""
+    interp = pyenv_or_skip(version)
+    for args in (["doctor", "--json"], ["--help"], []):
+        proc = subprocess.run(
+            [*isolated(interp, version), str(pyz), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stdout == ""
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert f"Python is {version}" in lines[0]
+        assert "needs Python >= 3.7" in lines[0] and "--host" in lines[0]
+        assert "Traceback" not in proc.stderr and "SyntaxError" not in proc.stderr

@@ -48,6 +48,7 @@ LAYERS = {
     "nestos_installer.live.miniso": VERB,
     "x2nestos.convert": VERB,
     "x2nestos.plan": VERB,
+    "x2nestos.remote": VERB,
 }
 # who may own which library
 OWNERS = {

@@ -376,3 +376,33 @@ def test_user_ignition_nested_too_deeply(tmp_path: Path, pxe: Path) -> None:
     assert "nested too deeply" in _failed(build_plan(cfg))["ignition"]
     cfg.ignition_file.write_text('{"ignition": [1]}')
     assert "unsupported config version" in _failed(build_plan(cfg))["ignition"]
+
+
+@pytest.mark.parametrize(
+    "host_opts,failing,dest_device",
+    [
+        ({"uid": 1000}, "root", "/dev/disk/by-id/virtio-x2n-test-disk"),
+        ({"mem_total": 256 << 20, "mem_available": 200 << 20}, "memory", None),
+        ({"layout": "lvm2"}, "target", "<no usable target disk: see the target check>"),
+    ],
+)
+def test_blocked_plan_still_shows_everything(
+    tmp_path: Path, pxe: Path, host_opts: dict, failing: str, dest_device: Optional[str]
+) -> None:
+    """A check that blocks does not hide what convert would do: the destination Ignition, the
+    installer config and the archive size are what the admin reviews while fixing it."""
+    build_host(tmp_path, **host_opts)
+    cfg = _cfg(tmp_path, pxe, carry=frozenset(Carry))
+    d = build_plan(cfg).to_json()
+    assert not d["ok"] and failing in [c["check"] for c in d["checks"] if c["status"] == "fail"]
+    inst = d["installer-config"]
+    assert inst["dest-device"] == (dest_device or "/dev/disk/by-id/virtio-x2n-test-disk")
+    assert inst["console"] == ["tty0", "ttyS0,115200n8"]
+    dest = d["destination-ignition"]
+    assert {u["name"] for u in dest["passwd"]["users"]} == {"root", "alice", "carol"}
+    assert "/etc/hostname" in [f["path"] for f in dest["storage"]["files"]]
+    assert d["appended-archive-size"] > 0
+    # and nothing of it can be staged
+    with pytest.raises(NestosError, match=failing):
+        convert(cfg, say=lambda m: None, confirm=None, stage_only=False, build_only=True)
+    assert not (tmp_path / "var/lib/x2nestos").exists()
