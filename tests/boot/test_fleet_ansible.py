@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +18,8 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from fixtures.hostfacts.hosttree import GpgKey
 from fixtures.testhost.build import HOSTNAME, TOOLS, Variant, build_image
+from fixtures.testhost.livepxe import signed_live_pxe
 from helpers.ansible import ansible_env, build_collection, playbook
 from helpers.capabilities import require, require_qemu, require_tools
 from helpers.images import OsImage, os_image  # noqa: F401
@@ -38,27 +37,6 @@ MEMORY = 3072  # the live environment holds its root and the first-boot image in
 FIRST_MIB = "head -c 1048576 /dev/vda | sha256sum"
 TEMPLATE = '{"ignition": {"version": "3.3.0"}, "storage": {"files": [{"path": "/etc/motd", '
 TEMPLATE += '"contents": {"source": "data:,converted%20{{ inventory_hostname }}%0A"}}]}}'
-
-
-def signed_pxe(tmp: Path, image: OsImage) -> Path:
-    """Signed live PXE files: the demo kernel, live rootfs and the first-boot image initrd."""
-    from nestos_demo.kernel import ensure_kernel
-    from nestos_demo.liveroot import build_live_rootfs, offline_image_cpio
-
-    pxe = tmp / "pxe"
-    pxe.mkdir()
-    kernel = ensure_kernel()
-    shutil.copyfile(kernel.vmlinuz, pxe / "vmlinuz")
-    shutil.copyfile(build_live_rootfs(kernel=kernel), pxe / "initrd.img")
-    offline_image_cpio(image.raw_zst, image.raw_zst_sig, image.public_key, pxe / "rootfs.img")
-    key = GpgKey.generate(tmp / "gpg", "pxe signer")
-    try:
-        for name in ("vmlinuz", "initrd.img", "rootfs.img"):
-            key.sign(pxe / name)
-    finally:
-        key.close()
-    shutil.copyfile(key.public, tmp / "key.asc")
-    return pxe
 
 
 def start_all(vms: List[HostVM]) -> None:
@@ -98,6 +76,22 @@ def kexec_deb(tmp: Path) -> Path:
     return next((tmp / "debs").glob("*.deb"))
 
 
+def run(env: Dict[str, str], inv: Path, variables: Dict[str, Any], n: int) -> Dict[str, Any]:
+    """One run of the playbook: its exit code, log, every host's record and the summary."""
+    tmp = inv.parent
+    t0 = time.monotonic()
+    proc = playbook(env, inv, variables, timeout=3600)
+    (tmp / f"run{n}.log").write_text(proc.stdout + proc.stderr)
+    records = {h: result(tmp, h) for h in ("a", "b")}
+    summary = json.loads((tmp / "results/summary.json").read_text())
+    print(f"run {n}: {time.monotonic() - t0:.0f}s, rc {proc.returncode}; {summary['lines']}")
+    for h, rec in records.items():
+        print(
+            f"  {h}: {rec['outcome']} {[(p['phase'], p['seconds']) for p in rec.get('phases', [])]}"
+        )
+    return {"rc": proc.returncode, "log": proc.stdout[-4000:], "summary": summary, **records}
+
+
 def result(tmp: Path, host: str) -> Dict[str, Any]:
     data: Dict[str, Any] = json.loads((tmp / "results" / f"{host}.json").read_text())
     return data
@@ -135,7 +129,7 @@ def test_fleet_canary_budget_resume(
     os_image: OsImage,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    pxe = signed_pxe(tmp_path, os_image)
+    pxe = signed_live_pxe(tmp_path, os_image)
     collections = build_collection(tmp_path / "collection")
     env = ansible_env(tmp_path, collections)
     env["TMPDIR"] = str(tmp_path)
@@ -156,21 +150,15 @@ def test_fleet_canary_budget_resume(
     b_before = debian_state(b)
     assert b_before[2] == "debian" and b.host_key in b_before[1]
 
-    t0 = time.monotonic()
-    first = playbook(env, inv, variables, timeout=3600)
-    print(f"run 1: {time.monotonic() - t0:.0f}s, rc {first.returncode}")
-    (tmp_path / "run1.log").write_text(first.stdout + first.stderr)
-    assert first.returncode == 2, first.stdout[-4000:] + a.describe()
-    ra, rb = result(tmp_path, "a"), result(tmp_path, "b")
-    print("a:", {p["phase"]: p["seconds"] for p in ra.get("phases", [])})
+    first = run(env, inv, variables, 1)
+    assert first["rc"] == 2, first["log"] + a.describe()
+    ra, rb = first["a"], first["b"]
     assert (ra["outcome"], ra["state"]) == ("converted", "verified"), ra
     assert (rb["outcome"], rb["failed-phase"], rb["untouched"]) == ("failed", "plan", True), rb
     assert "kexec" in rb["reason"], rb
-    summary = json.loads((tmp_path / "results/summary.json").read_text())
-    print("summary 1:", summary["lines"])
-    assert summary["counts"] == {"converted": 1, "failed": 1}
-    assert summary["hosts"]["failed"][0]["host"] == "b"
-    assert "kexec" in summary["hosts"]["failed"][0]["why"]
+    assert first["summary"]["counts"] == {"converted": 1, "failed": 1}
+    assert first["summary"]["hosts"]["failed"][0]["host"] == "b"
+    assert "kexec" in first["summary"]["hosts"]["failed"][0]["why"]
     assert debian_state(b) == b_before  # untouched: first MiB, host key, still Debian
     check_converted(a, "a")
 
@@ -178,17 +166,11 @@ def test_fleet_canary_budget_resume(
     b.target().write_file("/root/kexec-tools.deb", kexec_deb(tmp_path).read_bytes())
     b.ssh("DEBIAN_FRONTEND=noninteractive dpkg -i /root/kexec-tools.deb && kexec --version")
 
-    t0 = time.monotonic()
-    second = playbook(env, inv, variables, timeout=3600)
-    print(f"run 2: {time.monotonic() - t0:.0f}s, rc {second.returncode}")
-    (tmp_path / "run2.log").write_text(second.stdout + second.stderr)
-    assert second.returncode == 0, second.stdout[-4000:] + b.describe()
-    ra, rb = result(tmp_path, "a"), result(tmp_path, "b")
-    print("b:", {p["phase"]: p["seconds"] for p in rb.get("phases", [])})
+    second = run(env, inv, variables, 2)
+    assert second["rc"] == 0, second["log"] + b.describe()
+    ra, rb = second["a"], second["b"]
     assert ra["outcome"] == "skipped" and ra["conversion"]["outcome"] == "converted", ra
     assert (rb["outcome"], rb["state"], rb["untouched"]) == ("converted", "verified", False), rb
-    summary = json.loads((tmp_path / "results/summary.json").read_text())
-    print("summary 2:", summary["lines"])
-    assert summary["counts"] == {"converted": 1, "skipped": 1}
+    assert second["summary"]["counts"] == {"converted": 1, "skipped": 1}
     check_converted(b, "b")
     check_converted(a, "a")
