@@ -156,26 +156,23 @@ def test_failure_after_the_jump_is_refused(collections: Path, tmp_path: Path) ->
 
 
 def test_check_mode_plans_only(collections: Path, tmp_path: Path) -> None:
-    """--check: x2nestos plan per host, saved; no conversion, no record, no host failed."""
-    fleet = Fleet(tmp_path, collections, {"a": {}, "b": {"kexec": False}})
+    """--check: x2nestos plan per host, saved; no conversion, no record; a blocked host is
+    reported, not failed; a host x2nestos cannot reach fails in `probe` and stops the run."""
+    hosts = {"a": {}, "b": {"kexec": False}, "u": {"unreachable": True}}
+    fleet = Fleet(tmp_path, collections, hosts)
     out = fleet.play("--check")
-    assert out.returncode == 0, out.stdout[-3000:]
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
     assert fleet.calls("convert") == [] and len(fleet.calls("plan")) == 1
-    assert not (tmp_path / "results/a.json").exists()
+    assert not list((tmp_path / "results").glob("?.json"))
     plan = json.loads((tmp_path / "results/a.plan.json").read_text())
     assert plan["target"]["stable-path"] == "/dev/disk/by-id/virtio-disk0"
     summary = fleet.summary("summary.check")
-    assert summary["counts"] == {"planned": 1, "blocked": 1}
+    assert summary["counts"] == {"failed": 1, "planned": 1, "blocked": 1}
     assert summary["hosts"]["blocked"][0]["why"] == "kexec: kexec not found; install it"
-
-
-def test_unreachable_host_fails_in_probe(collections: Path, tmp_path: Path) -> None:
-    fleet = Fleet(tmp_path, collections, {"u": {"unreachable": True}})
-    out = fleet.play()
-    assert out.returncode == 2
-    record = fleet.result("u")
-    assert (record["failed-phase"], record["untouched"]) == ("probe", True)
-    assert record["reason"] == "ssh to root@127.0.0.1 port 2201: Connection refused"
+    assert summary["hosts"]["failed"][0] == {
+        "host": "u",
+        "why": "probe: ssh to root@127.0.0.1 port 2203: Connection refused (untouched)",
+    }
 
 
 def test_ansible_lint_clean(collections: Path, tmp_path: Path) -> None:
