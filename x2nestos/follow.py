@@ -32,6 +32,7 @@ LIVE_ALIAS = "x2nestos-live"  # names in our own known_hosts files (HostKeyAlias
 HOST_ALIAS = "x2nestos-host"
 CHECK_UNIT = "x2nestos-target-check.service"
 POLL = 3.0
+KEY_GRACE = 300  # seconds the host may answer with another key after the reboot
 OS_RELEASE = "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release"
 
 
@@ -71,7 +72,8 @@ def follow(expect: Expect, work: Path, track: Tracker) -> None:
     finally:
         live.stop()
     try:
-        _login(back, Phase.REBOOTED, "the host", "its own carried host key", expect, track)
+        with track.phase(Phase.REBOOTED) as step:
+            step.detail = wait_back(back, expect)
         with track.phase(Phase.VERIFIED) as step:
             step.data = verify(back, expect)
             step.detail = f"{step.data['os']}, hostname {step.data['hostname']}"
@@ -124,17 +126,28 @@ def returned_or(error: NestosError, back: Connection, expect: Expect) -> NestosE
     return NestosError(f"{RETURNED}the host came back running {name}: {error}")
 
 
-def _login(
-    conn: Connection, phase: Phase, who: str, key: str, expect: Expect, track: Tracker
-) -> None:
-    """One phase: `conn` logs in (strict host key) within the timeout, retrying."""
-    with track.phase(phase) as step:
-        if not wait_for_login(conn, time.monotonic() + expect.timeout):
+def wait_back(back: Connection, expect: Expect) -> str:
+    """Until the host answers with its own carried host key: a detail line. A host that keeps
+    answering with another key for KEY_GRACE seconds runs without its carried keys: that
+    fails at once rather than at the timeout."""
+    deadline = time.monotonic() + expect.timeout
+    other_since: Optional[float] = None
+    while True:
+        if wait_for_login(back, min(deadline, time.monotonic() + 30)):
+            return f"{back.target.name} answered with its own carried host key"
+        now = time.monotonic()
+        other_since = (other_since or now) if back.key_refused() else None
+        if other_since is not None and now - other_since > KEY_GRACE:
             raise NestosError(
-                f"{who} did not answer on SSH with {key} within {expect.timeout:.0f}s "
-                f"({conn.log_tail() or 'no answer'})"
+                f"the host answers with a host key that is not its own for {KEY_GRACE}s: its "
+                "carried host keys were not applied (did Ignition fail on the first boot? its "
+                "console says)"
             )
-        step.detail = f"{conn.target.name} answered with {key}"
+        if now >= deadline:
+            raise NestosError(
+                f"the host did not answer on SSH with its own carried host key within "
+                f"{expect.timeout:.0f}s ({back.log_tail() or 'no answer'})"
+            )
 
 
 # systemd's message ID for "a unit's start job finished" (its JOB_RESULT says how)

@@ -173,6 +173,11 @@ class Connection:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return "; ".join(lines[-3:])
 
+    def key_refused(self) -> bool:
+        """Whether the last login failed because the host's key is not the expected one."""
+        tail = self.log_tail()
+        return any(m in tail for m in CHANGED_KEY)
+
     def alive(self) -> bool:
         if not self.started:
             return False
@@ -250,8 +255,11 @@ class Connection:
         return runner.spawn(self.command_argv(command), stdin=stdin, stdout=stdout, stderr=stderr)
 
 
+CHANGED_KEY = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
+
+
 def _login_hint(log: str) -> Optional[str]:
-    if "Host key verification failed" in log or "REMOTE HOST IDENTIFICATION HAS CHANGED" in log:
+    if any(m in log for m in CHANGED_KEY):
         return "the host's key is not the one in your known_hosts; check it before converting"
     if "Permission denied" in log:
         return "log in by key (--identity, ssh-agent); x2nestos never asks for a password"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.hostfacts.debianhost import build_host_rootfs, ext4_image, identity_cpio
-from fixtures.hostfacts.hosttree import GpgKey, ssh_key
+from fixtures.hostfacts.hosttree import sign_pxe, ssh_key
 from helpers.capabilities import require_loop, require_qemu, require_tools
 from helpers.images import demo_artifacts  # noqa: F401
 from nestos_demo.kernel import ensure_kernel
@@ -203,13 +203,7 @@ def test_convert_installs_and_boots(demo_artifacts, tmp_path: Path) -> None:  # 
         demo_artifacts.public_key,
         pxe / "rootfs.img",
     )
-    key = GpgKey.generate(tmp_path / "gpg", "pxe signer")
-    try:
-        for name in ("vmlinuz", "initrd.img", "rootfs.img"):
-            key.sign(pxe / name)
-    finally:
-        key.close()
-    shutil.copyfile(key.public, media / "key.asc")
+    sign_pxe(pxe, tmp_path / "gpg", media / "key.asc")
     args = (
         "--pxe /media/pxe --keyring /media/key.asc -d /dev/vdb -i /media/user.ign "
         "--carry all --work-dir /media/stage"

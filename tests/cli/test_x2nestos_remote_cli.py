@@ -68,7 +68,8 @@ def test_unreachable_host_fails_in_the_probe_phase(tmp_path: Path, media: Path) 
     assert phase["status"] == "failed" and "cannot log in to root@127.0.0.1" in str(phase["reason"])
     assert result["event"] == "result" and result["ok"] is False
     assert result["failed-phase"] == "probe" and result["exit-code"] == 10
-    assert result["untouched"] is True and result["state"] == "probe"
+    assert result["untouched"] is True and result["state"] is None  # no phase passed
+    assert result["returned"] is False
     assert set(result) >= {"start", "end", "seconds", "phases", "host", "reason"}
     assert proc.stderr.startswith("Error: probe: cannot log in to root@127.0.0.1 over SSH")
     assert "Traceback" not in proc.stderr

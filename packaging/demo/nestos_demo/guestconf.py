@@ -27,8 +27,10 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 UseDNS no
 """
-# as Fedora CoreOS's coreos-sudo-group: the admin group (sudo on Debian) needs no password
-SUDOERS = "%sudo ALL=(ALL) NOPASSWD: ALL\n"
+# as Fedora CoreOS's coreos-sudo-group: the admin group (sudo on Debian) needs no password;
+# NestOS's admin group is `wheel` (configs such as x2nestos's name it): there too
+SUDOERS = "%sudo ALL=(ALL) NOPASSWD: ALL\n%wheel ALL=(ALL) NOPASSWD: ALL\n"
+ADMIN_GROUP = "wheel"  # Debian has none; Ignition's useradd --groups fails on a missing group
 # The first boot runs `systemctl preset-all` (enable only). NetworkManager owns the network,
 # so networkd and friends stay off; everything else not named "enable" by a preset (Ignition's
 # 20-ignition.preset, systemd's 90-systemd.preset) keeps its state from the image build, as
@@ -77,6 +79,7 @@ def configure(root: Path, units: Sequence[str] = ()) -> None:
     debroot.write_file(root, "etc/selinux/config", SELINUX_CONFIG)
     shutil.copy2(GUEST / "bin" / "setfiles", root / "usr" / "sbin" / "setfiles")
     debroot.write_file(root, "etc/ssh/sshd_config.d/50-nestos.conf", SSHD_CONFIG)
+    run(["chroot", root, "groupadd", "-f", "-r", ADMIN_GROUP], env=debroot.chroot_env())
     debroot.write_file(root, "etc/sudoers.d/nestos-sudo-group", SUDOERS, 0o440)
     for name, text in PRESETS.items():
         debroot.write_file(root, f"usr/lib/systemd/system-preset/{name}", text)
