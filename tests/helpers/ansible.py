@@ -31,6 +31,7 @@ def ansible_env(tmp: Path, collections: Optional[Path] = None) -> Dict[str, str]
     """Nothing of ~/.ansible is read or written; our venv's commands first on PATH."""
     env = dict(os.environ, ANSIBLE_HOME=str(tmp / "ansible-home"), ANSIBLE_NOCOLOR="1")
     env.update(ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"), ANSIBLE_RETRY_FILES_ENABLED="0")
+    env["ANSIBLE_REMOTE_TMP"] = str(tmp / "ansible-remote-tmp")  # localhost's module files
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     if collections is not None:
         env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
