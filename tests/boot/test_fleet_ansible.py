@@ -35,7 +35,10 @@ pytestmark = [
 ]
 MEMORY = 3072  # the live environment holds its root and the first-boot image in RAM
 FIRST_MIB = "head -c 1048576 /dev/vda | sha256sum"
+# /etc/motd exists on the first-boot image: without overwrite Ignition's files stage fails there
+# (and writes no later file, such as the carried host keys)
 TEMPLATE = '{"ignition": {"version": "3.3.0"}, "storage": {"files": [{"path": "/etc/motd", '
+TEMPLATE += '"overwrite": true, '
 TEMPLATE += '"contents": {"source": "data:,converted%20{{ inventory_hostname }}%0A"}}]}}'
 
 
@@ -82,7 +85,7 @@ def run(env: Dict[str, str], inv: Path, variables: Dict[str, Any], n: int) -> Di
     t0 = time.monotonic()
     proc = playbook(env, inv, variables, timeout=3600)
     (tmp / f"run{n}.log").write_text(proc.stdout + proc.stderr)
-    records = {h: result(tmp, h) for h in ("a", "b")}
+    records = {h: result(tmp, h) for h in ("a", "b") if (tmp / f"results/{h}.json").exists()}
     summary = json.loads((tmp / "results/summary.json").read_text())
     print(f"run {n}: {time.monotonic() - t0:.0f}s, rc {proc.returncode}; {summary['lines']}")
     for h, rec in records.items():
@@ -152,7 +155,7 @@ def test_fleet_canary_budget_resume(
 
     first = run(env, inv, variables, 1)
     assert first["rc"] == 2, first["log"] + a.describe()
-    ra, rb = first["a"], first["b"]
+    ra, rb = first["a"], first.get("b", {})
     assert (ra["outcome"], ra["state"]) == ("converted", "verified"), ra
     assert (rb["outcome"], rb["failed-phase"], rb["untouched"]) == ("failed", "plan", True), rb
     assert "kexec" in rb["reason"], rb
@@ -168,7 +171,7 @@ def test_fleet_canary_budget_resume(
 
     second = run(env, inv, variables, 2)
     assert second["rc"] == 0, second["log"] + b.describe()
-    ra, rb = second["a"], second["b"]
+    ra, rb = second["a"], second.get("b", {})
     assert ra["outcome"] == "skipped" and ra["conversion"]["outcome"] == "converted", ra
     assert (rb["outcome"], rb["state"], rb["untouched"]) == ("converted", "verified", False), rb
     assert second["summary"]["counts"] == {"converted": 1, "skipped": 1}
