@@ -1,6 +1,6 @@
 #!/bin/sh
-# One build step for nestos-installer: sdist + wheel, section-8 man pages, shell completions
-# and the x2nestos zipapp; optionally the Debian and RPM packages.
+# One build step for nestos-installer: sdist + wheel, section-8 man pages, shell completions,
+# the x2nestos zipapp and the Ansible collection; optionally the Debian and RPM packages.
 # Usage: packaging/build.sh [-o OUTDIR] [--deb] [--rpm]   (default OUTDIR: dist/)
 # Env: PYTHON (default: the repo's .venv python, else python3).
 set -eu
@@ -56,6 +56,15 @@ rm -rf "$src/build" "$src"/*.egg-info
 
 # 4. the x2nestos zipapp (builder owned by packaging/zipapp)
 "$PYTHON" "$repo/packaging/zipapp/build_pyz.py" -o "$out/x2nestos.pyz"
+
+# 4b. the Ansible collection nestos.x2nestos (packaging/ansible): nestos-x2nestos-VERSION.tar.gz
+galaxy=$(dirname "$PYTHON")/ansible-galaxy
+[ -x "$galaxy" ] || galaxy=$(command -v ansible-galaxy || true)
+if [ -n "$galaxy" ]; then
+    "$galaxy" collection build "$src/packaging/ansible" --output-path "$out" --force >/dev/null
+else
+    echo "build.sh: ansible-galaxy not found (ansible-core): the Ansible collection is not built" >&2
+fi
 
 # 5. full source tarball (with generated docs) for rpmbuild
 tar -C "$out" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
