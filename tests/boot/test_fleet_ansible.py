@@ -30,7 +30,6 @@ pytestmark = [
     pytest.mark.vm,
     pytest.mark.root,
     pytest.mark.slow,
-    pytest.mark.xdist_group("testhost"),
     pytest.mark.timeout(5400),
 ]
 MEMORY = 3072  # the live environment holds its root and the first-boot image in RAM
