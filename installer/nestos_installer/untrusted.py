@@ -93,9 +93,18 @@ def require_utf8(text: str, what: str, error: ErrorType = UsageError) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise error(f"{what} is not valid UTF-8: '{shown}'") from None
+        raise error(f"{what} is not valid UTF-8: '{_shown(text)}'") from None
     return text
+
+
+def _shown(text: str) -> str:
+    """`text` printable: undecodable bytes (surrogate escapes) as \\xNN, any other lone
+    surrogate (from JSON's \\ud800 escapes, say) as \\uNNNN."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def decode_utf8(data: bytes, source: str, error: ErrorType = ConfigError) -> str:

@@ -126,6 +126,10 @@ def test_require_utf8() -> None:
     with pytest.raises(UsageError) as e:
         untrusted.require_utf8(bad, "keyfile name")
     assert str(e.value) == "keyfile name is not valid UTF-8: 'a\\xff'"
+    # a lone surrogate that is no surrogate escape (JSON's "\\ud800"): the same one line
+    with pytest.raises(UsageError) as e:
+        untrusted.require_utf8("a\ud800b", "hostname")
+    assert str(e.value) == "hostname is not valid UTF-8: 'a\\ud800b'"
 
 
 def test_size_text() -> None:
