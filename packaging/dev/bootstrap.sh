@@ -21,7 +21,7 @@ APT_PKGS=(
   # disk-booted test hosts (tests/fixtures/testhost): qcow2 overlays
   qemu-utils
   # test oracles and tools the tests drive
-  ignition openssl openssh-client systemd
+  ignition openssl openssh-client systemd dpkg-dev
   # a filesystem without hard links (exFAT through FUSE) for the output tests
   exfat-fuse exfatprogs
   # building and checking the .deb and .rpm packages

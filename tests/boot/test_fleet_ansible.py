@@ -1,9 +1,11 @@
 """Issue 18's proof: the nestos.x2nestos playbook converts a fleet of two disk-booted test hosts
 (fixtures/testhost, an inventory on 127.0.0.1 ports) with the real x2nestos --host. Host a, the
 canary, converts; host b (no kexec) fails its preflight and stops the run within the failure
-budget, untouched (first MiB, host key, Debian); the report names it and why. After kexec-tools
-is installed on b, the same command converts only b (a skipped as already NestOS). Each
-converted host is reached by SSH with its carried host key, strictly checked.
+budget, untouched (first MiB, host key, Debian); the report names it and why. The admin then
+gives b a package source that has kexec-tools (a flat apt repository the test serves), and the
+same command with `convert_install_kexec` (x2nestos --install-kexec: the host's own apt-get
+installs it) converts only b (a skipped as already NestOS). Each converted host is reached by
+SSH with its carried host key, strictly checked.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fixtures.testhost.build import HOSTNAME, TOOLS, Variant, build_image
 from fixtures.testhost.livepxe import signed_live_pxe
 from helpers.ansible import ansible_env, build_collection, playbook
 from helpers.capabilities import require, require_qemu, require_tools
+from helpers.httpserver import TestServer
 from helpers.images import OsImage, os_image  # noqa: F401
 from helpers.testhost import HostVM, served_host_keys
 from helpers.tools import X2NESTOS
@@ -34,6 +37,7 @@ pytestmark = [
 ]
 MEMORY = 3072  # the live environment holds its root and the first-boot image in RAM
 FIRST_MIB = "head -c 1048576 /dev/vda | sha256sum"
+MIRROR = "10.0.2.100"  # where host b reaches the test's apt repository
 # /etc/motd exists on the first-boot image: without overwrite Ignition's files stage fails there
 # (and writes no later file, such as the carried host keys)
 TEMPLATE = '{"ignition": {"version": "3.3.0"}, "storage": {"files": [{"path": "/etc/motd", '
@@ -107,14 +111,37 @@ def check_converted(vm: HostVM, name: str) -> None:
     assert vm.host_key in served_host_keys(vm.port)
 
 
+def apt_repo(tmp: Path) -> Path:
+    """A flat apt repository (`deb [trusted=yes] URL ./`) holding kexec-tools."""
+    repo = tmp / "apt"
+    repo.mkdir()
+    deb = kexec_deb(tmp)
+    (repo / deb.name).write_bytes(deb.read_bytes())
+    index = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", "."], cwd=repo, capture_output=True, check=True
+    )
+    (repo / "Packages").write_bytes(index.stdout)
+    return repo
+
+
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Dict[str, HostVM]]:
+def apt_server(tmp_path: Path) -> Iterator[TestServer]:
+    require_tools("dpkg-scanpackages")
+    with TestServer(apt_repo(tmp_path)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, apt_server: TestServer) -> Iterator[Dict[str, HostVM]]:
     require_qemu()
     require_tools(*TOOLS, "ssh", "ssh-keygen", "ssh-keyscan", "gpg", "gpgv", "zstd", "cpio")
     require(os.geteuid() == 0, "building the test hosts and the live rootfs needs root")
+    mirror = [(f"{MIRROR}:80", apt_server.port)]
     hosts = {
         "a": HostVM(build_image(Variant.LVM), tmp_path / "a", memory=MEMORY),
-        "b": HostVM(build_image(Variant.NO_KEXEC), tmp_path / "b", memory=MEMORY),
+        "b": HostVM(
+            build_image(Variant.NO_KEXEC), tmp_path / "b", memory=MEMORY, guest_forwards=mirror
+        ),
     }
     try:
         yield hosts
@@ -164,11 +191,13 @@ def test_fleet_canary_budget_resume(
     assert debian_state(b) == b_before  # untouched: first MiB, host key, still Debian
     check_converted(a, "a")
 
-    # the admin fixes the cause: kexec-tools installed on b (the controller's own package)
-    b.target().write_file("/root/kexec-tools.deb", kexec_deb(tmp_path).read_bytes())
-    b.ssh("DEBIAN_FRONTEND=noninteractive dpkg -i /root/kexec-tools.deb && kexec --version")
-
-    second = run(env, inv, variables, 2)
+    # the admin fixes the cause: b gets a package source with kexec-tools (its only one, as
+    # this host has no other network), and the run may install it (x2nestos --install-kexec)
+    b.ssh(
+        f"rm -f /etc/apt/sources.list.d/*; echo 'deb [trusted=yes] http://{MIRROR}/ ./' "
+        ">/etc/apt/sources.list && apt-get update -q && ! command -v kexec"
+    )
+    second = run(env, inv, {**variables, "convert_install_kexec": True}, 2)
     assert second["rc"] == 0, second["log"] + b.describe()
     ra, rb = second["a"], second.get("b", {})
     assert ra["outcome"] == "skipped" and ra["conversion"]["outcome"] == "converted", ra

@@ -1,8 +1,11 @@
 """Issue 16's proof: x2nestos on this machine (the controller) converts the disk-booted LVM test
 host (fixtures/testhost: Debian 12, GRUB, `/` on LVM, no python3) over SSH. One guest: `doctor
---host --json` first (its facts match what the guest has), then `convert --host --yes --json`
-with signed live PXE files carrying the first-boot image; the JSON phases are asserted, then we
-log in to the converted host with the carried user key, strictly checking its carried host key.
+--host --json` and `plan --host --sudo --json` first (the facts match what the guest has), then
+`convert --host --yes --json` with signed live PXE files carrying the first-boot image; the JSON
+phases are asserted, then we log in to the converted host with the carried user key, strictly
+checking its carried host key. The guest's address and default route exist at runtime only (no
+config file names them; issue 17): the plan carries them as a static profile, and the converted
+host answers at that same address (the forwarded port leads to it and nowhere else).
 """
 
 from __future__ import annotations
@@ -21,14 +24,13 @@ from fixtures.hostfacts.hosttree import sign_pxe
 from fixtures.testhost.build import HOSTNAME, TOOLS, HostImage, Variant, build_image
 from helpers.capabilities import require, require_qemu, require_tools
 from helpers.images import OsImage, os_image  # noqa: F401
-from helpers.testhost import DHCP_ADDRESS, HostVM
+from helpers.testhost import GATEWAY, RUNTIME_ADDRESS, HostVM
 from helpers.tools import X2NESTOS
 
 pytestmark = [
     pytest.mark.vm,
     pytest.mark.root,
     pytest.mark.slow,
-    pytest.mark.xdist_group("testhost"),
 ]
 
 PHASES = ["probe", "plan", "stage", "loaded", "jumped", "live", "installing", "rebooted"]
@@ -46,7 +48,7 @@ def _image() -> HostImage:
     require_qemu()
     require_tools(*TOOLS, "ssh", "ssh-keygen", "gpg", "gpgv", "zstd", "cpio")
     require(os.geteuid() == 0, "building the test host and the live rootfs needs root")
-    return build_image(Variant.LVM)
+    return build_image(Variant.RUNTIME_NET)
 
 
 def _pxe(tmp: Path, image: OsImage) -> Path:
@@ -89,8 +91,8 @@ def x2n(args: List[str], tmp: Path, timeout: float) -> subprocess.CompletedProce
     )
 
 
-def _doctor(args: List[str], tmp: Path) -> Dict[str, Any]:
-    proc = x2n(["doctor", *args, "--json"], tmp, 600)
+def _doctor(args: List[str], tmp: Path, verb: str = "doctor") -> Dict[str, Any]:
+    proc = x2n([verb, *args, "--json"], tmp, 600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     d: Dict[str, Any] = json.loads(proc.stdout)
     return d
@@ -98,9 +100,9 @@ def _doctor(args: List[str], tmp: Path) -> Dict[str, Any]:
 
 def _check_doctor(vm: HostVM, args: List[str], src: List[str], tmp: Path) -> None:
     """doctor --host: the facts are the guest's (its LVM root's disk, address, users); the
-    same through a sudo user (--sudo)."""
+    same through a sudo user (plan --sudo), whose plan carries the runtime-only address."""
     d = _doctor(args, tmp)
-    admin = _doctor([*_ssh_args(vm, "admin"), "--sudo", *src], tmp)
+    admin = _doctor([*_ssh_args(vm, "admin"), "--sudo", *src], tmp, verb="plan")
     assert admin["ssh"]["login-user"] == "admin" and admin["ssh"]["sudo"] is True
     for key in ("ok", "target", "host", "kexec", "architecture"):
         assert admin[key] == d[key], key
@@ -108,13 +110,26 @@ def _check_doctor(vm: HostVM, args: List[str], src: List[str], tmp: Path) -> Non
     assert d["target"]["stable-path"] == TARGET
     assert d["target"]["size"] == int(vm.ssh("blockdev --getsize64 /dev/vda"))
     assert vm.ssh("pvs --noheadings -o pv_name").split() == ["/dev/vda3"]  # what it stands on
+    assert vm.ssh("findmnt -n -o SOURCE /") == "/dev/mapper/vg0-root"
+    # the address and default route exist at runtime only: no network config file names them
+    assert vm.ssh("ip -4 -o addr show dev ens3").split()[3] == RUNTIME_ADDRESS
+    dirs = "/etc/network /etc/systemd/network /etc/NetworkManager /etc/netplan"
+    address = RUNTIME_ADDRESS.split("/")[0]
+    named = vm.ssh(f"grep -rlF -e {address} -e ens3 {dirs} 2>/dev/null || true")
+    assert named == "", f"config files name the runtime address: {named}"
     assert d["host"]["hostname"] == HOSTNAME == vm.ssh("hostname")
     assert d["ssh"]["login-user"] == "root"
     assert d["ssh"]["ssh-interface"] == "ens3"
     assert d["ssh"]["controller-address"] == "10.0.2.2"  # QEMU's gateway: our forwarded port
     assert "kexec" in d["ssh"]["tools"] and "python3" not in d["ssh"]["tools"]
-    assert d["host"]["addresses"]["ens3"] == [f"{DHCP_ADDRESS}/24"], d["host"]
+    assert d["host"]["addresses"]["ens3"] == [RUNTIME_ADDRESS], d["host"]
     assert d["host"]["default-route"] == ["ens3"]
+    # no file configures it, yet it is carried: a static profile with its address and gateway
+    ens3 = [i for i in admin["network"] if i["interface"] == "ens3"]
+    assert [i["becomes"] for i in ens3] == ["static"], admin["network"]
+    assert RUNTIME_ADDRESS in ens3[0]["detail"] and GATEWAY in ens3[0]["detail"], ens3
+    keyfiles = "".join(admin["network-keyfiles"].values())
+    assert RUNTIME_ADDRESS in keyfiles and GATEWAY in keyfiles, keyfiles
     assert d["host"]["os"].startswith("Debian GNU/Linux 12")
     assert d["host"]["kernel"] == vm.ssh("uname -r")
     assert sorted(d["host"]["users-with-keys"]) == ["admin", "root"]
@@ -162,6 +177,8 @@ def test_convert_over_ssh(os_image: OsImage, tmp_path: Path) -> None:  # noqa: F
         _check_phases(events)
         # our own login, strict against the host keys recorded when the test host was built
         assert vm.ssh("hostname") == HOSTNAME
+        assert vm.address == RUNTIME_ADDRESS.split("/")[0]  # the port forward's only target
+        assert RUNTIME_ADDRESS in vm.ssh("ip -4 -o addr show dev ens3 || ip -4 -o addr")
         release = vm.ssh("cat /etc/os-release")
         assert 'NAME="NestOS"' in release, release
         assert vm.ssh(f"cat {CONVERTED}") == "converted"  # the user's Ignition config applied
