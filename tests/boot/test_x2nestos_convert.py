@@ -25,7 +25,8 @@ from typing import Optional
 import pytest
 
 from fixtures.hostfacts.debianhost import build_host_rootfs, ext4_image, identity_cpio
-from fixtures.hostfacts.hosttree import sign_pxe, ssh_key
+from fixtures.hostfacts.hosttree import ssh_key
+from fixtures.hostfacts.liveartifacts import sign_pxe
 from helpers.capabilities import require_qemu, require_tools
 from helpers.httpserver import TestServer
 from helpers.images import demo_artifacts  # noqa: F401

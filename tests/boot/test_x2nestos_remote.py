@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-from fixtures.hostfacts.hosttree import sign_pxe
 from fixtures.testhost.build import HOSTNAME, TOOLS, HostImage, Variant, build_image
+from fixtures.testhost.livepxe import signed_live_pxe
 from helpers.capabilities import require, require_qemu, require_tools
 from helpers.images import OsImage, os_image  # noqa: F401
 from helpers.testhost import GATEWAY, RUNTIME_ADDRESS, HostVM
@@ -49,22 +48,6 @@ def _image() -> HostImage:
     require_tools(*TOOLS, "ssh", "ssh-keygen", "gpg", "gpgv", "zstd", "cpio")
     require(os.geteuid() == 0, "building the test host and the live rootfs needs root")
     return build_image(Variant.RUNTIME_NET)
-
-
-def _pxe(tmp: Path, image: OsImage) -> Path:
-    """Signed live PXE files: the demo kernel, live rootfs and the first-boot image initrd."""
-    from nestos_demo.kernel import ensure_kernel
-    from nestos_demo.liveroot import build_live_rootfs, offline_image_cpio
-
-    pxe = tmp / "pxe"
-    pxe.mkdir()
-    kernel = ensure_kernel()
-    shutil.copyfile(kernel.vmlinuz, pxe / "vmlinuz")
-    shutil.copyfile(build_live_rootfs(kernel=kernel), pxe / "initrd.img")
-    offline_image_cpio(image.raw_zst, image.raw_zst_sig, image.public_key, pxe / "rootfs.img")
-    sign_pxe(pxe, tmp / "gpg", tmp / "key.asc")
-    (tmp / "user.ign").write_text(json.dumps(USER_IGN))
-    return pxe
 
 
 def _ssh_args(vm: HostVM, user: str = "root") -> List[str]:
@@ -158,7 +141,8 @@ def _check_phases(events: List[Dict[str, Any]]) -> Dict[str, Any]:
 def test_convert_over_ssh(os_image: OsImage, tmp_path: Path) -> None:  # noqa: F811
     """doctor, then convert --host: probe .. verified; the host is back with its own key."""
     image = _image()
-    pxe = _pxe(tmp_path, os_image)
+    pxe = signed_live_pxe(tmp_path, os_image)
+    (tmp_path / "user.ign").write_text(json.dumps(USER_IGN))
     src = ["--pxe", str(pxe), "--keyring", str(tmp_path / "key.asc")]
     src += ["-i", str(tmp_path / "user.ign")]
     vm = HostVM(image, tmp_path / "host", memory=MEMORY)

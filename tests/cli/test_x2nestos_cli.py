@@ -10,7 +10,8 @@ from typing import List
 
 import pytest
 
-from fixtures.hostfacts.hosttree import LOGIN_IGN, GpgKey, build_host, build_iso, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, build_host
+from fixtures.hostfacts.liveartifacts import GpgKey, build_iso, build_pxe
 from helpers.capabilities import require_tools
 from helpers.tools import X2NESTOS
 

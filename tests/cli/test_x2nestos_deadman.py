@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hostfacts.hosttree import LOGIN_IGN, GiB, build_host, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, GiB, build_host
+from fixtures.hostfacts.liveartifacts import build_pxe
 from helpers.capabilities import require_tools
 from helpers.tools import X2NESTOS
 from nestos_installer.deadman import DeadmanConfig, TargetIdentity

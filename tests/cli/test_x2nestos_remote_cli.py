@@ -14,7 +14,8 @@ from typing import Dict, List
 
 import pytest
 
-from fixtures.hostfacts.hosttree import LOGIN_IGN, build_host, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, build_host
+from fixtures.hostfacts.liveartifacts import build_pxe
 from helpers.capabilities import require_tools
 from helpers.tools import X2NESTOS
 

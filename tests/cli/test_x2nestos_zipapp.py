@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hostfacts.hosttree import LOGIN_IGN, GpgKey, build_host, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, build_host
+from fixtures.hostfacts.liveartifacts import GpgKey, build_pxe
 from fixtures.initrd.gen_initrds import negative_size_cpio
 from fixtures.iso import gen_isos
 from helpers.capabilities import require, require_tools

@@ -13,6 +13,7 @@ from typing import List
 
 import pytest
 
+from helpers.capabilities import require
 from nestos_installer import outputs
 from nestos_installer.errors import NestosError, OutputExists
 
@@ -201,8 +202,10 @@ except OutputExists as e:
 
 
 def test_publish_where_hard_links_are_refused(tmp_path: Path) -> None:
-    if os.uname().machine not in ("x86_64", "aarch64"):
-        pytest.skip("the seccomp filter here knows the link syscalls of x86_64 and aarch64")
+    require(
+        os.uname().machine in ("x86_64", "aarch64"),
+        "the seccomp filter here knows the link syscalls of x86_64 and aarch64",
+    )
     proc = subprocess.run(
         [sys.executable, "-c", NO_LINKS, str(tmp_path)],
         capture_output=True,

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from fixtures.hostfacts.hosttree import GpgKey, build_iso, build_pxe, fake_kernel
+from fixtures.hostfacts.liveartifacts import GpgKey, build_iso, build_pxe, fake_kernel
 from fixtures.iso import gen_isos
 from helpers.capabilities import require_tools
 from nestos_installer.errors import (

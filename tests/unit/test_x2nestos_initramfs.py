@@ -200,7 +200,7 @@ def test_combined_initrd_read_by_our_reader(tmp_path: Path) -> None:
     archive, concatenated as kexec loads them, read back by installer/live/initrd.py with the
     kernel's semantics (every member unpacked in order)."""
     require_tools("cpio")
-    from fixtures.hostfacts.hosttree import build_pxe
+    from fixtures.hostfacts.liveartifacts import build_pxe
     from nestos_installer.live.initrd import Initrd
 
     files = build_pxe(tmp_path / "pxe")

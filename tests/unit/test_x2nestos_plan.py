@@ -11,7 +11,8 @@ from typing import Optional
 
 import pytest
 
-from fixtures.hostfacts.hosttree import LOGIN_IGN, GiB, build_host, build_iso, build_pxe
+from fixtures.hostfacts.hosttree import LOGIN_IGN, GiB, build_host
+from fixtures.hostfacts.liveartifacts import build_iso, build_pxe
 from helpers.capabilities import require_tools
 from nestos_installer import disks
 from nestos_installer.errors import NestosError, UsageError

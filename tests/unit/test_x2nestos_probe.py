@@ -15,7 +15,8 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from fixtures.hostfacts.hosttree import LOGIN_IGN, build_host, build_pxe, write_runtime
+from fixtures.hostfacts.hosttree import LOGIN_IGN, build_host, write_runtime
+from fixtures.hostfacts.liveartifacts import build_pxe
 from helpers.capabilities import require, require_tools
 from x2nestos import hostfacts, probe
 from x2nestos.plan import Carry, ConvertConfig, build_plan

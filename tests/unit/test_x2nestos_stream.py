@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from fixtures.hostfacts.hosttree import GpgKey, build_pxe
+from fixtures.hostfacts.liveartifacts import GpgKey, build_pxe
 from helpers.capabilities import require_tools
 from nestos_installer.errors import (
     FetchError,
