@@ -12,9 +12,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from nestos_installer import run as runner
+from nestos_installer.deadman import RUN_DIR, STATUS_FILE, STAY, VERDICT
 from nestos_installer.errors import NestosError
 from x2nestos.hostfacts import parse_os_release
 from x2nestos.phases import RETURNED, Phase, Tracker
@@ -33,7 +34,9 @@ HOST_ALIAS = "x2nestos-host"
 CHECK_UNIT = "x2nestos-target-check.service"
 POLL = 3.0
 KEY_GRACE = 300  # seconds the host may answer with another key after the reboot
+STILL_OLD = 300  # seconds the old system may still answer after the jump before it is a return
 OS_RELEASE = "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"  # a new kernel (kexec or reboot) has a new one
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class Expect:
     hostname: Optional[str]  # the carried hostname; None when not carried
     installer_unit: str
     timeout: float
+    old_boot_id: Optional[str] = None  # the old system's: a login into it is not a return
+    # run on the old system when the host is back on it (the staged files removed)
+    on_return: Optional[Callable[[Connection], object]] = None
 
 
 def follow(expect: Expect, work: Path, track: Tracker) -> None:
@@ -66,9 +72,11 @@ def follow(expect: Expect, work: Path, track: Tracker) -> None:
         with track.phase(Phase.INSTALLING) as step:
             try:
                 step.detail = watch_install(live, expect, track)
-            except LiveGone as e:
+            except LiveFailed as e:
                 live.stop()
-                raise returned_or(e, back, expect) from e
+                if e.goes_back:
+                    raise returned_or(e, back, expect) from e
+                raise
     finally:
         live.stop()
     try:
@@ -81,34 +89,89 @@ def follow(expect: Expect, work: Path, track: Tracker) -> None:
         back.stop()
 
 
-class LiveGone(NestosError):
-    """The live environment went away before the installer finished."""
+class LiveFailed(NestosError):
+    """The install failed in the live environment, or the live environment went away before
+    the installer finished; `goes_back`: the dead-man switch sends the host to its old system
+    (nothing was written), or it is already gone."""
+
+    def __init__(self, message: str, goes_back: bool = True) -> None:
+        super().__init__(message)
+        self.goes_back = goes_back
+
+
+def live_outcome(live: Connection, tail: str) -> LiveFailed:
+    """What a failed install does next, from the dead-man switch's status file: back to the old
+    system (nothing written; also when the file is unreadable or the live environment is
+    already gone), or staying up with SSH open after writing began."""
+    try:
+        status = json.loads(live.text(["cat", str(RUN_DIR / STATUS_FILE)], root=False))
+    except (SshError, ValueError):
+        status = None
+    if not isinstance(status, dict) or status.get("action") != STAY:
+        return LiveFailed(f"the install failed in the live environment before writing: {tail}")
+    detail = str(status.get("detail") or tail)
+    return LiveFailed(
+        f"the install failed after writing began ({detail}): the target was wiped; the live "
+        f"environment stays up with SSH open to your key (journal: {status.get('journal')})",
+        goes_back=False,
+    )
 
 
 def wait_live(live: Connection, back: Connection, expect: Expect) -> str:
     """Until the live environment answers with the key x2nestos gave it: a detail line. If the
     host's own key answers instead, it is its old system again (returned) or, if it already
-    runs NestOS, the live environment came and went unseen: both raise."""
-    deadline = time.monotonic() + expect.timeout
-    who = wait_for_any([live, back], deadline)
-    if who is None:
-        raise NestosError(
-            f"the live environment did not answer on SSH with the live host key within "
-            f"{expect.timeout:.0f}s ({live.log_tail() or 'no answer'})"
-        )
-    if who is back:
+    runs NestOS, the live environment came and went unseen: both raise. The old system still
+    shutting down (its boot id unchanged) is neither: the wait goes on."""
+    start = time.monotonic()
+    deadline = start + expect.timeout
+    while True:
+        who = wait_for_any([live, back], deadline)
+        if who is None:
+            raise NestosError(
+                f"the live environment did not answer on SSH with the live host key within "
+                f"{expect.timeout:.0f}s ({live.log_tail() or 'no answer'})"
+            )
+        if who is live:
+            return f"{live.target.name} answered with the live host key"
         try:
-            release = os_release(back)
+            still_old = expect.old_boot_id is not None and boot_id(back) == expect.old_boot_id
+            release = {} if still_old else os_release(back)
+            note = "" if still_old or is_nestos(release) else back_home(back, expect)
         finally:
             back.stop()
+        if still_old and time.monotonic() - start < STILL_OLD:
+            time.sleep(POLL)
+            continue
+        if still_old:
+            note = back_home(back, expect)
+            raise NestosError(
+                f"{RETURNED}the old system still runs {STILL_OLD}s after the jump{note}"
+            )
         name = release.get("PRETTY_NAME") or release.get("NAME") or "unknown"
         if not is_nestos(release):
             raise NestosError(
                 f"{RETURNED}the host answered with its old host key, running {name}, "
-                "where the live environment was expected: the jump did not take"
+                f"where the live environment was expected: the jump did not take{note}"
             )
         raise NestosError(f"the live environment was never seen; the host already runs {name}")
-    return f"{live.target.name} answered with the live host key"
+
+
+def back_home(back: Connection, expect: Expect) -> str:
+    """On the host back on its old system: `expect.on_return` (which removes the staged
+    files); "" or, when that failed, a note for the reason. `back` logs in if it is not."""
+    if expect.on_return is None:
+        return ""
+    started_here = not back.started
+    try:
+        if started_here:
+            back.start()
+        expect.on_return(back)
+    except NestosError as e:
+        return f" (cleaning up on the old system failed: {e})"
+    finally:
+        if started_here:
+            back.stop()
+    return ""
 
 
 def returned_or(error: NestosError, back: Connection, expect: Expect) -> NestosError:
@@ -118,12 +181,13 @@ def returned_or(error: NestosError, back: Connection, expect: Expect) -> NestosE
         return error
     try:
         release = os_release(back)
+        note = "" if is_nestos(release) else back_home(back, expect)
     finally:
         back.stop()
     if is_nestos(release):
         return error
     name = release.get("PRETTY_NAME") or release.get("NAME") or "unknown"
-    return NestosError(f"{RETURNED}the host came back running {name}: {error}")
+    return NestosError(f"{RETURNED}the host came back running {name}: {error}{note}")
 
 
 def wait_back(back: Connection, expect: Expect) -> str:
@@ -197,8 +261,18 @@ class Journal:
         self.proc.wait()
         self.thread.join(timeout=10)
 
-    def tail(self, n: int = 5) -> str:
-        return " | ".join(self.lines[-n:]) or "no journal lines"
+    def tail(self) -> str:
+        return summary(self.lines)
+
+
+def summary(lines: List[str], n: int = 3) -> str:
+    """One line for a failure reason: the installer's own verdict (the dead-man switch's line)
+    if it gave one, else the last `n` journal lines (banner rules skipped)."""
+    verdict = [ln for ln in lines if ln.startswith(VERDICT)]
+    if verdict:
+        return verdict[-1][len(VERDICT) :].strip()
+    kept = [ln for ln in lines if ln.strip("#").strip()]
+    return " | ".join(kept[-n:]) or "no journal lines"
 
 
 def unit_state(conn: Connection, unit: str) -> str:
@@ -222,13 +296,11 @@ def watch_install(live: Connection, expect: Expect, track: Tracker) -> str:
                 journal.stop(wait=10)  # the reboot after a good install can beat our poll
                 if journal.results.get(unit) == "done":
                     break
-                raise LiveGone(
-                    "the live environment went away before the installer finished (a failed "
-                    f"target check reboots into the old system): {journal.tail()}"
-                ) from None
+                gone = "the live environment went away before the installer finished"
+                raise LiveFailed(f"{gone}: {journal.tail()}") from None
             failed = [u for u, r in journal.results.items() if r != "done"]
             if "failed" in states or failed:
-                raise NestosError(f"the install failed in the live environment: {journal.tail()}")
+                raise live_outcome(live, journal.tail())
             if journal.results.get(unit) == "done":
                 break
             time.sleep(POLL)
@@ -237,6 +309,11 @@ def watch_install(live: Connection, expect: Expect, track: Tracker) -> str:
     finally:
         journal.stop()
     return f"{unit} finished in {time.monotonic() - start:.0f}s"
+
+
+def boot_id(conn: Connection, timeout: float = 120) -> str:
+    """The running kernel's boot id."""
+    return conn.text(["cat", BOOT_ID], timeout=timeout, root=False)
 
 
 def os_release(conn: Connection) -> Dict[str, str]:

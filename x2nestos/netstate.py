@@ -178,7 +178,7 @@ def read_runtime(root: Path = ROOT) -> RuntimeState:
         try:
             return parse_runtime(_capture(list(COMMANDS.values())), "ip")
         except (NestosError, OSError) as e:
-            return RuntimeState(source="ip", problems=(f"runtime state not read: {e}",))
+            return RuntimeState(source="ip", problems=(str(e),))
     texts = {}
     for name in COMMANDS:
         rel = f"{RUNTIME_DIR}/{name}"

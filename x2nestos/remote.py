@@ -7,6 +7,7 @@ A verb: uses plan, convert (refusals, artifact checks), ssh, probe, follow. Neve
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import time
@@ -31,6 +32,8 @@ WRITE_FILE = 'umask 077; rm -f -- "$1" && exec cat > "$1"'
 CLEAN = 'rm -f -- "$1/vmlinuz" "$1/initrd-combined.img"; rmdir -- "$1" 2>/dev/null; true'
 KERNEL, INITRD = "vmlinuz", "initrd-combined.img"
 JUMP_GONE = 180  # seconds for the old system to drop the SSH connection after the jump
+GONE_PROBE = 5.0  # seconds a probe of the old system may take before it counts as unanswered
+GONE_AFTER = 2  # unanswered probes in a row: the old system is gone
 DEFAULT_TIMEOUT = 1800.0  # each phase after the jump (TCG guests install slowly)
 
 
@@ -53,6 +56,7 @@ class Session:
         self.dir = Path(tempfile.mkdtemp(prefix="x2nestos-", dir=base))
         self.conn = Connection(target, self.dir)
         self.login = login
+        self.old_boot_id: Optional[str] = None  # the old system's, read just before the jump
 
     def __enter__(self) -> Session:
         try:
@@ -244,11 +248,14 @@ def is_loaded(conn: Connection) -> bool:
     return conn.text(["cat", "/sys/kernel/kexec_loaded"], root=False) == "1"
 
 
-def jump_remote(conn: Connection, plan: Plan) -> float:
-    """Fire the loaded kernel (read back first) and wait until the old system is gone;
-    returns the seconds it took to drop the connection."""
+def jump_remote(conn: Connection, plan: Plan) -> Tuple[float, str]:
+    """Fire the loaded kernel (read back first) and wait until the old system is gone: its
+    connection dropped, or GONE_AFTER probes in a row unanswered (a host whose network went
+    down first never closes the connection; ssh's keepalive would take a minute to notice).
+    Returns the seconds that took and the old system's boot id."""
     if not is_loaded(conn):
         raise kexec.not_loaded()
+    old = follow.boot_id(conn)
     if plan.systemd:
         argv = ["systemctl", "--no-block", "kexec"]  # orderly shutdown, then the jump
     else:
@@ -258,12 +265,18 @@ def jump_remote(conn: Connection, plan: Plan) -> float:
         conn.run(argv, timeout=120)
     except SshError:
         pass  # the connection went down with the old system: that is the jump
-    while conn.alive():
+    silent = 0
+    while silent < GONE_AFTER and conn.alive():
         if time.monotonic() - start > JUMP_GONE:
             raise NestosError(f"the host still answers {JUMP_GONE}s after `{' '.join(argv)}`")
+        try:
+            follow.boot_id(conn, timeout=GONE_PROBE)
+            silent = 0
+        except SshError:
+            silent += 1
         time.sleep(2)
-    conn.started = False
-    return time.monotonic() - start
+    conn.stop()
+    return time.monotonic() - start, old
 
 
 def clean_remote(conn: Connection, staging: str) -> bool:
@@ -326,6 +339,10 @@ def convert_remote(
                 hostname=expect,
                 installer_unit=plan.payload.paths.installer_unit,  # type: ignore[union-attr]
                 timeout=opts.timeout,
+                old_boot_id=session.old_boot_id,
+                # back on its old system: the staged kernel and initrd (they hold the Ignition
+                # config and host keys) removed
+                on_return=functools.partial(clean_remote, staging=str(cfg.staging)),
             ),
             session.dir,
             track,
@@ -360,7 +377,7 @@ def _stage_and_jump(
         if confirm is not None and not confirm(plan):
             raise NestosError("conversion cancelled; the live kernel was unloaded")
         with track.phase(Phase.JUMPED) as step:
-            gone = jump_remote(conn, plan)
+            gone, session.old_boot_id = jump_remote(conn, plan)
             step.detail = f"the old system dropped SSH after {gone:.0f}s"
         return Phase.JUMPED
     except BaseException:

@@ -27,6 +27,9 @@ DEFAULT_DEADLINE = 600
 MIN_DEADLINE = 1
 DEFAULT_MIN_MEMORY = 256 << 20
 DEFAULT_FETCH_RETRIES = 5
+GO_BACK = "reboot-to-old-os"  # the status file's action: nothing written, the old system boots
+STAY = "stay-in-live-environment"  # writing began: the live environment stays up with SSH
+VERDICT = "nestos-installer dead-man switch:"  # how the banner's line naming the cause starts
 JOURNAL_HINT = "journalctl -b -u nestos-installer.service"
 REBOOT_GRACE = 90.0  # seconds an orderly reboot may take before the forced one
 SYSRQ = Path("/proc/sysrq-trigger")
@@ -163,7 +166,7 @@ def write_status(run_dir: Path, state: State, detail: str) -> Path:
     status = {
         "state": state.value,
         "writing-began": not back,
-        "action": "reboot-to-old-os" if back else "stay-in-live-environment",
+        "action": GO_BACK if back else STAY,
         "detail": detail,
         "journal": JOURNAL_HINT,
     }
@@ -189,7 +192,7 @@ def banner(state: State, detail: str) -> str:
         )
     return (
         "\n############################################################\n"
-        f"nestos-installer dead-man switch: {detail}\n{action}\n"
+        f"{VERDICT} {detail}\n{action}\n"
         f"status: {RUN_DIR / STATUS_FILE}\n"
         "############################################################"
     )

@@ -1,11 +1,13 @@
 """Issue 18's proof: the nestos.x2nestos playbook converts a fleet of two disk-booted test hosts
 (fixtures/testhost, an inventory on 127.0.0.1 ports) with the real x2nestos --host. Host a, the
-canary, converts; host b (no kexec) fails its preflight and stops the run within the failure
-budget, untouched (first MiB, host key, Debian); the report names it and why. The admin then
-gives b a package source that has kexec-tools (a flat apt repository the test serves), and the
-same command with `convert_install_kexec` (x2nestos --install-kexec: the host's own apt-get
-installs it) converts only b (a skipped as already NestOS). Each converted host is reached by
-SSH with its carried host key, strictly checked.
+canary, whose address and default route exist at runtime only (no config file names them),
+converts: every phase of `convert --host --json` ok, and it answers at that address. Host b
+(no kexec) fails its preflight and stops the run within the failure budget, untouched (first
+MiB, host key, Debian); the report names it and why. The admin then gives b a package source
+that has kexec-tools (a flat apt repository the test serves), and the same command with
+`convert_install_kexec` (x2nestos --install-kexec: the host's own apt-get installs it)
+converts only b (a skipped as already NestOS). Each converted host is reached by SSH with its
+carried host key, strictly checked.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from helpers.ansible import ansible_env, build_collection, playbook
 from helpers.capabilities import require, require_qemu, require_tools
 from helpers.httpserver import TestServer
 from helpers.images import OsImage, os_image  # noqa: F401
-from helpers.testhost import HostVM, served_host_keys
+from helpers.testhost import RUNTIME_ADDRESS, HostVM, served_host_keys
 from helpers.tools import X2NESTOS
 
 pytestmark = [
@@ -38,6 +40,8 @@ pytestmark = [
 MEMORY = 3072  # the live environment holds its root and the first-boot image in RAM
 FIRST_MIB = "head -c 1048576 /dev/vda | sha256sum"
 MIRROR = "10.0.2.100"  # where host b reaches the test's apt repository
+PHASES = ["probe", "plan", "stage", "loaded", "jumped", "live", "installing", "rebooted"]
+PHASES += ["verified"]
 # /etc/motd exists on the first-boot image: without overwrite Ignition's files stage fails there
 # (and writes no later file, such as the carried host keys)
 TEMPLATE = '{"ignition": {"version": "3.3.0"}, "storage": {"files": [{"path": "/etc/motd", '
@@ -104,11 +108,23 @@ def result(tmp: Path, host: str) -> Dict[str, Any]:
 
 
 def check_converted(vm: HostVM, name: str) -> None:
-    """Our own login: the carried root key, strictly against the host key of the old system."""
+    """Our own login: the carried root key, strictly against the host key of the old system;
+    NestOS's partitions where the LVM root was; the address it had (for a runtime-only one,
+    the forwarded port leads there and nowhere else)."""
     assert vm.ssh("hostname") == HOSTNAME
     assert 'NAME="NestOS"' in vm.ssh("cat /etc/os-release")
     assert vm.ssh("cat /etc/motd") == f"converted {name}"  # the per-host Ignition applied
     assert vm.host_key in served_host_keys(vm.port)
+    assert vm.ssh("test -e /dev/mapper/vg0-root || echo gone") == "gone"
+    assert "boot" in vm.ssh("lsblk -n -o LABEL /dev/vda").split()
+    if vm.image.variant.runtime_net:
+        assert RUNTIME_ADDRESS in vm.ssh("ip -4 -o addr show dev ens3 || ip -4 -o addr")
+
+
+def check_phases(rec: Dict[str, Any]) -> None:
+    """x2nestos convert --host --json, as the role recorded it: every phase ok, in order."""
+    assert [(p["phase"], p["status"]) for p in rec["phases"]] == [(p, "ok") for p in PHASES]
+    assert rec["exit-code"] == 0 and rec["state"] == "verified" and not rec["returned"], rec
 
 
 def apt_repo(tmp: Path) -> Path:
@@ -138,7 +154,7 @@ def fleet(tmp_path: Path, apt_server: TestServer) -> Iterator[Dict[str, HostVM]]
     require(os.geteuid() == 0, "building the test hosts and the live rootfs needs root")
     mirror = [(f"{MIRROR}:80", apt_server.port)]
     hosts = {
-        "a": HostVM(build_image(Variant.LVM), tmp_path / "a", memory=MEMORY),
+        "a": HostVM(build_image(Variant.RUNTIME_NET), tmp_path / "a", memory=MEMORY),
         "b": HostVM(
             build_image(Variant.NO_KEXEC), tmp_path / "b", memory=MEMORY, guest_forwards=mirror
         ),
@@ -183,6 +199,7 @@ def test_fleet_canary_budget_resume(
     assert first["rc"] == 2, first["log"] + a.describe()
     ra, rb = first["a"], first.get("b", {})
     assert (ra["outcome"], ra["state"]) == ("converted", "verified"), ra
+    check_phases(ra)
     assert (rb["outcome"], rb["failed-phase"], rb["untouched"]) == ("failed", "plan", True), rb
     assert "kexec" in rb["reason"], rb
     assert first["summary"]["counts"] == {"converted": 1, "failed": 1}
@@ -202,6 +219,7 @@ def test_fleet_canary_budget_resume(
     ra, rb = second["a"], second.get("b", {})
     assert ra["outcome"] == "skipped" and ra["conversion"]["outcome"] == "converted", ra
     assert (rb["outcome"], rb["state"], rb["untouched"]) == ("converted", "verified", False), rb
+    check_phases(rb)
     assert second["summary"]["counts"] == {"converted": 1, "skipped": 1}
     check_converted(b, "b")
     check_converted(a, "a")

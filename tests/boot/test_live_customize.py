@@ -56,6 +56,7 @@ label=$(blkid -p -s LABEL -o value /dev/vda3 2>/dev/null || true)
 echo "{name} ${{label:-none}}" >>/run/nestos-hooks.log
 """
 INSTALL_TIMEOUT = 900
+ISO_KARG = "nestos.test=iso-customized"
 DEST_HOSTNAME = "nestos-customized"
 
 
@@ -128,8 +129,8 @@ def _check_live_and_wait_for_install(guest: Guest) -> None:
     )
 
 
-def _check_installed(guest: Guest) -> None:
-    """The installed system's first boot: the dest config and the carried profile."""
+def _check_installed(guest: Guest, karg: str = "") -> None:
+    """The installed system's first boot: the dest config, the carried profile, `karg`."""
     assert guest.sh("hostname").strip() == DEST_HOSTNAME
     assert guest.sh(f"stat -c '%a %U %G' {ignition.DEMO_FILE}").split() == [
         "640", ignition.FIRSTBOOT_USER, ignition.FIRSTBOOT_GROUP,
@@ -137,7 +138,9 @@ def _check_installed(guest: Guest) -> None:
     assert DEST_HOSTNAME in guest.sh(f"cat {ignition.FIRSTBOOT_UNIT_OUTPUT}")
     active = guest.sh("nmcli -t -f NAME,TYPE connection show --active")
     assert f"{PROFILE}:802-3-ethernet" in active, active
-    assert "ignition.firstboot" in guest.sh("cat /proc/cmdline").split()
+    cmdline = guest.sh("cat /proc/cmdline").split()
+    assert "ignition.firstboot" in cmdline, cmdline
+    assert not karg or karg in cmdline, cmdline
 
 
 @pytest.mark.timeout(2400)
@@ -145,15 +148,17 @@ def test_iso_customize_autoinstall_over_ssh(
     os_image: OsImage,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """A customized live ISO (UEFI CD) with the first-boot image baked in installs unattended;
-    it stays up (nestos.inst.skip_reboot) to be checked, then the disk boots (BIOS)."""
+    """A customized live ISO (UEFI CD) with the first-boot image baked in installs unattended,
+    driven by the embedded installer config alone (no nestos.inst.* karg names a disk or a
+    config); it stays up (nestos.inst.skip_reboot) to be checked, then the disk boots (BIOS)
+    with the --dest-karg-append karg."""
     require_ssh()
     require(have("openssl", "mmdebstrap"), "needs openssl and mmdebstrap")
     inputs = _inputs(tmp_path)
     base = build_autoinstall_iso(os_image.raw_zst, os_image.raw_zst_sig, os_image.public_key)
     iso = tmp_path / "custom.iso"
     subprocess.run(
-        [NESTOS_INSTALLER, "iso", "customize", *inputs.args,
+        [NESTOS_INSTALLER, "iso", "customize", *inputs.args, "--dest-karg-append", ISO_KARG,
          "--live-karg-append", "nestos.inst.skip_reboot", "-o", str(iso), str(base)],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
@@ -163,9 +168,15 @@ def test_iso_customize_autoinstall_over_ssh(
         guest_addr=LIVE_ADDR, memory=3072, extra_disks=[Disk(disk)],
     ) as live:  # fmt: skip
         _check_live_and_wait_for_install(live)
+        assert "UEFI QEMU DVD-ROM" in live.vm.serial(), "OVMF did not boot the CD"
+        kargs = live.sh("cat /proc/cmdline").split()
+        assert any(k.startswith("nestos.liveiso=") for k in kargs), kargs
+        assert [k for k in kargs if k.startswith("nestos.inst.")] == ["nestos.inst.skip_reboot"]
+        log = live.sh("journalctl -b -u nestos-installer.service --no-pager")
+        assert "--image-file /usr/share/nestos-installer/metal/" in log, log[-3000:]
     with booted(disk, inputs.key, tmp_path, name="installed", firmware="bios",
                 guest_addr=LIVE_ADDR) as installed:  # fmt: skip
-        _check_installed(installed)
+        _check_installed(installed, ISO_KARG)
 
 
 @pytest.mark.timeout(2400)

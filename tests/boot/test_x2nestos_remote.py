@@ -1,11 +1,13 @@
-"""Issue 16's proof: x2nestos on this machine (the controller) converts the disk-booted LVM test
-host (fixtures/testhost: Debian 12, GRUB, `/` on LVM, no python3) over SSH. One guest: `doctor
---host --json` and `plan --host --sudo --json` first (the facts match what the guest has), then
-`convert --host --yes --json` with signed live PXE files carrying the first-boot image; the JSON
-phases are asserted, then we log in to the converted host with the carried user key, strictly
-checking its carried host key. The guest's address and default route exist at runtime only (no
-config file names them; issue 17): the plan carries them as a static profile, and the converted
-host answers at that same address (the forwarded port leads to it and nowhere else).
+"""Issue 17's proof over SSH: x2nestos on this machine (the controller) against the
+disk-booted LVM test host (fixtures/testhost: Debian 12, GRUB, `/` on LVM, no python3, its
+address and default route set at runtime only: no config file names them). `doctor --host
+--json` and `plan --host --sudo --json`: the facts match what the guest has, the plan picks
+the physical disk under the LVM root and carries the runtime address as a static profile.
+Then a `convert --host` whose live environment cannot reach its image: its pre-write check
+fails, it reboots, and the controller reports `returned` once the old system answers with its
+own host key (strictly checked); the disk's first MiB is unchanged and doctor finds the host
+as it was. (A conversion of this host that completes is test_fleet_ansible.py's canary, run
+by the role through the same `x2nestos convert --host --json`.)
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import pytest
 from fixtures.testhost.build import HOSTNAME, TOOLS, HostImage, Variant, build_image
 from fixtures.testhost.livepxe import signed_live_pxe
 from helpers.capabilities import require, require_qemu, require_tools
-from helpers.images import OsImage, os_image  # noqa: F401
 from helpers.testhost import GATEWAY, RUNTIME_ADDRESS, HostVM
 from helpers.tools import X2NESTOS
 
@@ -34,6 +35,7 @@ pytestmark = [
 
 PHASES = ["probe", "plan", "stage", "loaded", "jumped", "live", "installing", "rebooted"]
 PHASES += ["verified"]
+EXIT = {p: 10 + i for i, p in enumerate(PHASES)}  # the table in x2nestos/README.md
 CONVERTED = "/etc/x2nestos-test-converted"  # a new file: Ignition overwrites none by default
 USER_IGN = {
     "ignition": {"version": "3.3.0"},
@@ -122,50 +124,69 @@ def _events(stdout: str) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-def _check_phases(events: List[Dict[str, Any]]) -> Dict[str, Any]:
-    phases = [e for e in events if e["event"] == "phase"]
-    assert [(e["phase"], e["status"]) for e in phases] == [(p, "ok") for p in PHASES], phases
-    by = {e["phase"]: e for e in phases}
-    for f in ("kernel", "initrd"):
-        assert len(by["stage"][f]["sha256"]) == 64 and by["stage"][f]["size"] > 0
-    assert by["verified"]["hostname"] == HOSTNAME and by["verified"]["id"] == "nestos"
-    assert any(e["event"] == "log" and e.get("phase") == "installing" for e in events)
+FIRST_MIB = "head -c 1048576 /dev/vda | sha256sum"
+UNREACHABLE = "http://127.0.0.1:9/nestos.raw.zst"  # nothing listens there in the live env
+
+
+def _convert(vm: HostVM, src: List[str], tmp: Path, name: str) -> List[Dict[str, Any]]:
+    """convert --host --yes --json: its events (kept in tmp/NAME.jsonl), timed."""
+    start = time.monotonic()
+    args = [*_ssh_args(vm), *src, "--yes", "--json", "--timeout", "1500"]
+    proc = x2n(["convert", *args], tmp, 3000)
+    wall = time.monotonic() - start
+    (tmp / f"{name}.jsonl").write_text(proc.stdout)
+    events = _events(proc.stdout)
+    timing = {e["phase"]: (e["status"], e["seconds"]) for e in events if e["event"] == "phase"}
+    print(f"convert --host ({name}): {wall:.0f}s, rc {proc.returncode}; {timing}")
+    assert events and events[-1]["event"] == "result", proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == events[-1]["exit-code"], (proc.returncode, events[-1])
+    return events
+
+
+def _goes_back(vm: HostVM, src: List[str], tmp: Path) -> None:
+    """A conversion whose live check fails (no offline image in the PXE files, the image URL
+    unreachable): `returned`, and the host is its old self again, its disk as it was."""
+    before = vm.ssh(FIRST_MIB)
+    boot_id = vm.ssh("cat /proc/sys/kernel/random/boot_id")
+    events = _convert(vm, src, tmp, "goes-back")
     result = events[-1]
-    assert result["event"] == "result" and result["ok"] and result["state"] == "verified"
-    assert result["exit-code"] == 0 and not result["returned"]
-    assert list(result["phases"]) == PHASES
-    return result
+    assert not result["ok"] and result["returned"] and not result["untouched"], result
+    # one line naming the old system and the live check's cause, from the installer
+    assert result["reason"].startswith("returned: "), result
+    assert "Debian" in result["reason"] and "\n" not in result["reason"], result
+    assert "image fetch failed" in result["reason"] and UNREACHABLE in result["reason"]
+    phases = [e for e in events if e["event"] == "phase"]
+    assert [e["phase"] for e in phases if e["status"] == "ok"][:5] == PHASES[:5], phases
+    failed = phases[-1]
+    assert failed["status"] == "failed" and failed["phase"] in ("live", "installing")
+    assert result["exit-code"] == EXIT[failed["phase"]], (result, failed)
+    # the old system, as it was: its own host key (strict known_hosts), hostname, address
+    assert vm.ssh("cat /proc/sys/kernel/random/boot_id") != boot_id  # it did leave
+    assert vm.ssh("hostname") == HOSTNAME
+    assert vm.ssh(". /etc/os-release; echo $ID") == "debian"
+    assert vm.ssh("findmnt -n -o SOURCE /") == "/dev/mapper/vg0-root"
+    assert RUNTIME_ADDRESS in vm.ssh("ip -4 -o addr show dev ens3")
+    assert vm.ssh(FIRST_MIB) == before
+    assert vm.ssh("cat /sys/kernel/kexec_loaded") == "0"
+    # x2nestos removed what it staged (the initrd holds the Ignition config and host keys)
+    assert vm.ssh("ls -A /var/lib/x2nestos 2>/dev/null || true") == ""
 
 
 @pytest.mark.timeout(3600)
-def test_convert_over_ssh(os_image: OsImage, tmp_path: Path) -> None:  # noqa: F811
-    """doctor, then convert --host: probe .. verified; the host is back with its own key."""
+def test_doctor_then_a_failed_live_check_goes_back(tmp_path: Path) -> None:
+    """doctor and plan --host; then a convert --host whose live check fails: the host goes
+    back to its old system (issue 17), and could be converted again."""
     image = _image()
-    pxe = signed_live_pxe(tmp_path, os_image)
     (tmp_path / "user.ign").write_text(json.dumps(USER_IGN))
+    pxe = signed_live_pxe(tmp_path, None)
     src = ["--pxe", str(pxe), "--keyring", str(tmp_path / "key.asc")]
     src += ["-i", str(tmp_path / "user.ign")]
     vm = HostVM(image, tmp_path / "host", memory=MEMORY)
     with vm.running():
         print(f"test host up in {vm.boot_seconds:.0f}s")
-        args = [*_ssh_args(vm), *src]
-        _check_doctor(vm, args, src, tmp_path)
-        start = time.monotonic()
-        proc = x2n(["convert", *args, "--yes", "--json", "--timeout", "1500"], tmp_path, 3000)
-        wall = time.monotonic() - start
-        (tmp_path / "convert.jsonl").write_text(proc.stdout)
-        events = _events(proc.stdout)
-        timing = {e["phase"]: e["seconds"] for e in events if e["event"] == "phase"}
-        print(f"convert --host: {wall:.0f}s wall, rc {proc.returncode}; phases {timing}")
-        assert proc.returncode == 0, proc.stderr[-3000:] + "\n" + vm.describe()
-        _check_phases(events)
-        # our own login, strict against the host keys recorded when the test host was built
-        assert vm.ssh("hostname") == HOSTNAME
-        assert vm.address == RUNTIME_ADDRESS.split("/")[0]  # the port forward's only target
-        assert RUNTIME_ADDRESS in vm.ssh("ip -4 -o addr show dev ens3 || ip -4 -o addr")
-        release = vm.ssh("cat /etc/os-release")
-        assert 'NAME="NestOS"' in release, release
-        assert vm.ssh(f"cat {CONVERTED}") == "converted"  # the user's Ignition config applied
-        # the old LVM root is gone: NestOS's partitions on the same disk
-        assert vm.ssh("test -e /dev/mapper/vg0-root || echo gone") == "gone"
-        assert "boot" in vm.ssh("lsblk -n -o LABEL /dev/vda").split()
+        _check_doctor(vm, [*_ssh_args(vm), *src], src, tmp_path)
+        unreachable = ["--live-karg", f"nestos.inst.image_url={UNREACHABLE}"]
+        _goes_back(vm, [*src, *unreachable], tmp_path)
+        # nothing of the attempt is left on the host: doctor finds it as it was
+        again = _doctor([*_ssh_args(vm), *src], tmp_path)
+        assert again["ok"] and again["target"]["stable-path"] == TARGET, again["checks"]
