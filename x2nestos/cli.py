@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, TextIO
 
-from nestos_installer.errors import UsageError
+from nestos_installer.errors import ConfigError, UsageError
 from nestos_installer.report import report
 from x2nestos import __version__, deadman
 from x2nestos.convert import convert, unload
@@ -31,6 +31,8 @@ from x2nestos.remote import (
     unload_remote,
 )
 from x2nestos.ssh import SshTarget
+
+STDIN_LIMIT = 64 << 20  # bytes of an Ignition config read from stdin (`-i -`)
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -67,7 +69,8 @@ def _destination(dst: Any) -> None:
         "--ignition-file",
         type=Path,
         metavar="FILE",
-        help="Ignition config for the installed system",
+        help="Ignition config for the installed system ('-': read it from stdin, e.g. "
+        "piped from a secret store, so that it is never written to a file)",
     )
     dst.add_argument("-I", "--ignition-url", metavar="URL", help="fetch the Ignition config")
     dst.add_argument(
@@ -235,8 +238,24 @@ def target_from(args: argparse.Namespace) -> Optional[SshTarget]:
     )
 
 
+def read_stdin_config(limit: int = STDIN_LIMIT) -> bytes:
+    """The Ignition config of `-i -`: all of stdin (bounded), never from a terminal."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError(
+            "--ignition-file -: stdin is a terminal, not a config",
+            hint="pipe the config in: ... -i - < config.ign",
+        )
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"the Ignition config on stdin is larger than {limit >> 20} MiB")
+    return data
+
+
 def config_from(args: argparse.Namespace, remote: bool = False) -> ConvertConfig:
     kw: dict[str, Any] = {}
+    ignition_file = args.ignition_file
+    if ignition_file == Path("-"):
+        ignition_file, kw["ignition_data"] = None, read_stdin_config()
     if args.stream_base_url:
         kw["stream_base_url"] = args.stream_base_url
     if args.carry is not None:
@@ -251,7 +270,7 @@ def config_from(args: argparse.Namespace, remote: bool = False) -> ConvertConfig
         stream=args.stream,
         keyrings=tuple(args.keyring),
         insecure=args.insecure,
-        ignition_file=args.ignition_file,
+        ignition_file=ignition_file,
         ignition_url=args.ignition_url,
         ignition_hash=args.ignition_hash,
         save_partlabel=tuple(args.save_partlabel),

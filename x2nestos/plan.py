@@ -67,6 +67,7 @@ class Carry(enum.Enum):
 
 DEFAULT_CARRY = frozenset({Carry.CONSOLE, Carry.NETWORK})
 DEFAULT_WORK_DIR = Path("/var/lib/x2nestos")
+STDIN = "from stdin"  # how a config given as `-i -` is named in messages
 # Interface naming kargs: carried with the network so carried names keep meaning the same NICs.
 NAMING_KARGS = ("net.ifnames=", "biosdevname=")
 # The installer config's dest-device while no target is usable (the plan is shown, never staged).
@@ -87,6 +88,7 @@ class ConvertConfig:
     keyrings: Tuple[Path, ...] = ()
     insecure: bool = False
     ignition_file: Optional[Path] = None
+    ignition_data: Optional[bytes] = field(default=None, repr=False)  # `-i -`: read from stdin
     ignition_url: Optional[str] = None
     ignition_hash: Optional[str] = None
     carry: FrozenSet[Carry] = DEFAULT_CARRY
@@ -106,7 +108,7 @@ class ConvertConfig:
         sources = [s for s in (self.iso, self.pxe, self.stream) if s]
         if len(sources) > 1:
             raise UsageError("give only one of --iso, --pxe, --stream")
-        if self.ignition_file and self.ignition_url:
+        if (self.ignition_file or self.ignition_data is not None) and self.ignition_url:
             raise UsageError("give only one of --ignition-file, --ignition-url")
         if self.ignition_hash and not self.ignition_url:
             raise UsageError("--ignition-hash needs --ignition-url")
@@ -260,6 +262,8 @@ def _carry_lists(
 
 def _login(cfg: ConvertConfig, user: DestSource, ident: identity.Identity) -> Check:
     given = str(cfg.ignition_file) if cfg.ignition_file else cfg.ignition_url
+    if cfg.ignition_data is not None:
+        given = STDIN
     users, pulls = config_logins(user.config) if user.config is not None else ([], False)
     return preflight.check_login(
         [u.name for u in ident.users], given, users, unknown=bool(cfg.ignition_url) or pulls
@@ -360,6 +364,8 @@ def _carry(cfg: ConvertConfig, machine: str, checks: List[Check]) -> _Carried:
 
 
 def _user_ignition(cfg: ConvertConfig) -> DestSource:
+    if cfg.ignition_data is not None:
+        return DestSource(config=parse_user_ignition(cfg.ignition_data, STDIN))
     if cfg.ignition_file:
         try:
             data = cfg.ignition_file.read_bytes()

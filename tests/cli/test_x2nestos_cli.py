@@ -3,10 +3,12 @@ errors of bad input, --build-only staging; nothing here loads a kernel."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import pytest
 
@@ -322,3 +324,45 @@ def test_deep_user_ignition_is_one_line(tmp_path: Path, media: Path) -> None:
     proc = x2n("--root", tmp_path / "root", "convert", "--yes", "--build-only", "--insecure",
                "--pxe", media / "pxe", "-i", deep, check=False)  # fmt: skip
     assert f"ignition: parsing Ignition config {deep}: nested too deeply" in _one_error(proc)
+
+
+def _piped(*args: object, stdin: object) -> subprocess.CompletedProcess:
+    kw = {"input": stdin} if isinstance(stdin, str) else {"stdin": stdin}
+    return subprocess.run(
+        [X2NESTOS, *map(str, args)], check=False, capture_output=True, text=True, timeout=120, **kw
+    )  # type: ignore[call-overload]
+
+
+def test_ignition_config_from_stdin(tmp_path: Path, media: Path) -> None:
+    """`-i -`: the config piped in (as the Ansible role does, so that it never lands in a
+    file) plans exactly as the same config given as a file; bad input is one line."""
+    build_host(tmp_path)
+    base = ["--root", tmp_path, "plan", "--json", "--pxe", media / "pxe"]
+    piped = _piped(*base, "-i", "-", stdin=LOGIN_IGN)
+    assert piped.returncode == 0, piped.stderr
+    from_file = json.loads(x2n(*base, "-i", media / "user.ign").stdout)
+    d = json.loads(piped.stdout)
+    assert d["ok"] and d["destination-ignition"] == from_file["destination-ignition"]
+    login = {c["check"]: c["detail"] for c in d["checks"]}["login"]
+    assert login == "users who can log in: core"  # the piped config's user
+
+    bad = _piped(*base, "-i", "-", stdin="{not json")
+    failed = {c["check"]: c["detail"] for c in json.loads(bad.stdout)["checks"]}
+    assert bad.returncode == 1 and bad.stderr == ""
+    assert failed["ignition"] == "parsing Ignition config from stdin: not JSON", failed
+    both = _piped(*base, "-i", "-", "-I", "https://example.invalid/c.ign", stdin=LOGIN_IGN)
+    assert "give only one of --ignition-file, --ignition-url" in _one_error(both)
+    with pty_stdin() as tty:  # a terminal is not a config: never wait for typing
+        proc = _piped(*base, "-i", "-", stdin=tty)
+    assert "--ignition-file -: stdin is a terminal" in _one_error(proc)
+
+
+@contextlib.contextmanager
+def pty_stdin() -> Iterator[int]:
+    """A terminal for a child's stdin (the parent end is closed afterwards)."""
+    parent, child = os.openpty()
+    try:
+        yield child
+    finally:
+        os.close(child)
+        os.close(parent)
