@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from nestos_installer import run as runner
-from nestos_installer.deadman import RUN_DIR, STATUS_FILE, STAY, VERDICT
+from nestos_installer.deadman import GO_BACK, RUN_DIR, STATUS_FILE, STAY, VERDICT
 from nestos_installer.errors import NestosError
 from x2nestos.hostfacts import parse_os_release
 from x2nestos.phases import RETURNED, Phase, Tracker
@@ -107,8 +107,11 @@ def live_outcome(live: Connection, tail: str) -> LiveFailed:
         status = json.loads(live.text(["cat", str(RUN_DIR / STATUS_FILE)], root=False))
     except (SshError, ValueError):
         status = None
-    if not isinstance(status, dict) or status.get("action") != STAY:
-        return LiveFailed(f"the install failed in the live environment before writing: {tail}")
+    action = status.get("action") if isinstance(status, dict) else None
+    if action == GO_BACK:
+        return LiveFailed(f"the install failed before writing (nothing was written): {tail}")
+    if action != STAY:  # no word from the switch: watch for the old system all the same
+        return LiveFailed(f"the install failed in the live environment: {tail}")
     detail = str(status.get("detail") or tail)
     return LiveFailed(
         f"the install failed after writing began ({detail}): the target was wiped; the live "

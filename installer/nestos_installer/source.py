@@ -19,6 +19,10 @@ from nestos_installer.signature.policy import SIG_MISSING
 from nestos_installer.stream import load_stream, select_artifacts
 from nestos_stream import signature_url
 
+MISSING_HINT = (
+    "put the detached .sig next to the image, or pass --insecure to install an unsigned image"
+)
+
 
 @dataclass
 class ImageSource:
@@ -116,6 +120,8 @@ def open_url(
         signature = fetcher.get_optional(sig_url, what="signature")
     except FetchError as e:
         say(f"Failed to fetch signature: {e}")
+        if not insecure:  # the install cannot go on without it: no image request to wait for
+            raise SignatureMissing(f"{SIG_MISSING} ({e})", hint=MISSING_HINT) from None
         signature = None
     remote = fetcher.open(url, what="image")
     src = ImageSource(remote, f"URL {url}", remote.name, remote.length, signature, sha256)
@@ -155,10 +161,6 @@ def require_signature(src: ImageSource, insecure: bool, say: Any) -> ImageSource
     if src.signature is None:
         if not insecure:
             src.close()
-            raise SignatureMissing(
-                SIG_MISSING,
-                hint="put the detached .sig next to the image, or pass "
-                "--insecure to install an unsigned image",
-            )
+            raise SignatureMissing(SIG_MISSING, hint=MISSING_HINT)
         say("Signature not found; skipping verification as requested")
     return src

@@ -257,7 +257,7 @@ def test_failure_after_writing_began_stays_up(demo_artifacts, tmp_path: Path) ->
             "--carry all --work-dir /media/stage --live-karg nestos.inst.insecure=1 "
             "--live-karg nestos.inst.image_url=http://10.0.2.100/m.raw.xz"
         )
-        _quit_after(tmp_path / "serial.log", qmp, "staying in the live environment", 45)
+        _quit_after(tmp_path / "serial.log", qmp, "staying in the live environment", 25)
         result, target = _run_host_vm(
             tmp_path, media, args, ident, media_mib=512, timeout=1200,
             run_sh=RUN_BACK_SH, http_port=srv.port, qmp=qmp,

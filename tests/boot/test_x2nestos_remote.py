@@ -154,7 +154,7 @@ def _goes_back(vm: HostVM, src: List[str], tmp: Path) -> None:
     # one line naming the old system and the live check's cause, from the installer
     assert result["reason"].startswith("returned: "), result
     assert "Debian" in result["reason"] and "\n" not in result["reason"], result
-    assert "image fetch failed" in result["reason"] and UNREACHABLE in result["reason"]
+    assert "fetch failed" in result["reason"] and UNREACHABLE in result["reason"]
     phases = [e for e in events if e["event"] == "phase"]
     assert [e["phase"] for e in phases if e["status"] == "ok"][:5] == PHASES[:5], phases
     failed = phases[-1]

@@ -125,7 +125,7 @@ def free_port() -> int:
 
 class HostVM:
     """One test host on overlays in `workdir` (kept across restarts). `with vm.running():`
-    boots it and always stops it; start()/stop() for reboots in between.
+    boots it and always ends it.
 
     guest_forwards: ("10.0.2.100:80", host_port) pairs: the guest reaches 127.0.0.1:host_port
     at that address. restrict: the guest reaches nothing else (and DHCP gives no router).
@@ -249,26 +249,12 @@ class HostVM:
 
     @contextlib.contextmanager
     def running(self, timeout: float = 600) -> Iterator[HostVM]:
-        """Started (SSH answers) inside the block; stopped, then killed, on the way out."""
+        """Started (SSH answers) inside the block; killed on the way out (its overlays are
+        the test's own and never booted again: an orderly poweroff would only cost time)."""
         try:
             self.start(timeout=timeout)
             yield self
         finally:
-            try:
-                self.stop()
-            finally:
-                self.kill()
-
-    def stop(self, timeout: float = 120) -> None:
-        """Power off through the guest, then kill QEMU if it is still there after `timeout`."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.target("root").run("systemctl poweroff", timeout=30, check=False)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
             self.kill()
 
     def kill(self) -> None:

@@ -124,6 +124,22 @@ def test_image_missing_or_unreachable(server: TestServer) -> None:
             source.open_url(f, "http://127.0.0.1:9/nestos.raw.xz", True, say)
 
 
+def test_unreachable_signature_fails_before_the_image(server: TestServer) -> None:
+    """Without --insecure a signature that cannot be fetched is a missing one, and that ends
+    it at once (upstream's message, with the cause; the image is never requested: under the
+    dead-man switch the host goes back sooner); with --insecure the install goes on."""
+    said, say = _said()
+    image = server.add("img.raw", IMAGE)
+    with Fetcher() as f:
+        missing = "signature not found .signature fetch failed: cannot connect"
+        with pytest.raises(SignatureMissing, match=missing):
+            source.open_url(f, image, False, say, sig_url="http://127.0.0.1:9/img.raw.sig")
+        assert server.requests_for("img.raw") == []  # never asked for
+        src = source.open_url(f, image, True, say, sig_url="http://127.0.0.1:9/img.raw.sig")
+        src.close()
+    assert any(s.startswith("Failed to fetch signature: ") for s in said)
+
+
 def test_local_image_verified_in_full(keys: List[TestKey], tmp_path: Path) -> None:
     """The live media's own image: verified completely before writing, then rewound."""
     trusted, _ = keys
