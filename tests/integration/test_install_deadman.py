@@ -16,7 +16,7 @@ from helpers.images import demo_artifacts  # noqa: F401  (session fixture)
 from helpers.loopdev import loop_disk, read_at
 from nestos_installer import deadman
 from nestos_installer.deadman import DeadmanConfig, Guard, State, TargetIdentity
-from nestos_installer.errors import BadSignature, FetchError, InstallFailed
+from nestos_installer.errors import BadSignature, FetchError, InstallFailed, SignatureMissing
 from nestos_installer.fetch import FetchRetries
 from nestos_installer.install import InstallConfig, install
 from nestos_installer.prewrite import PrewriteFailed
@@ -63,8 +63,9 @@ def test_guarded_install_failure_writes_nothing(demo_artifacts, tmp_path, what):
         guard = _guard(tmp_path, dev, SIZE + (MIB if what == "identity" else 0))
         url = srv.add("m.raw.xz", a.raw_xz)
         expected: type = FetchError
-        if what == "unreachable":
+        if what == "unreachable":  # its signature cannot be fetched: a missing one
             url = "http://127.0.0.1:9/m.raw.xz"
+            expected = SignatureMissing
         elif what == "missing":
             url = srv.url("gone.raw.xz")
         elif what == "untrusted":
