@@ -45,6 +45,12 @@ def load(get: Callable[[str], bytes], name: str, base_url: str = DEFAULT_BASE_UR
     return Stream.from_json(get(url), url)
 
 
+def _printable(text: str) -> str:
+    """One line whatever the document holds: control characters, line breaks and lone
+    surrogates in its keys or values shown escaped (`\\n`, `\\ud800`)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Ctx:
     """Where we are in the document, for error messages (`a.b.c: missing 'x'`)."""
 
@@ -58,7 +64,7 @@ class _Ctx:
     def error(self, msg: str) -> StreamError:
         where = ".".join(self.path)
         prefix = f"stream metadata from {self.source}: "
-        return StreamError(prefix + (f"{where}: {msg}" if where else msg))
+        return StreamError(_printable(prefix + (f"{where}: {msg}" if where else msg)))
 
     def obj(self, value: Any) -> Dict[str, Any]:
         if not isinstance(value, dict):

@@ -102,6 +102,8 @@ def test_stream_mutated_bytes(changes: List[Tuple[int, int]]) -> None:
 
 @FUZZ
 @given(st.sampled_from(STREAM_PATHS), json_values)
+@example(("architectures",), {"\n": None})  # a key with a line break: still one line
+@example(("architectures",), {"\ud800": None})  # a lone surrogate from a JSON escape
 def test_stream_wrong_shapes(path: Tuple[Any, ...], value: Any) -> None:
     stream_ok(json.dumps(_swap(STREAM_DOC, path, value)).encode())
 
