@@ -28,7 +28,7 @@ from helpers.ansible import ansible_env, build_collection, playbook
 from helpers.capabilities import require, require_qemu, require_tools
 from helpers.httpserver import TestServer
 from helpers.images import OsImage, os_image  # noqa: F401
-from helpers.testhost import RUNTIME_ADDRESS, HostVM, served_host_keys
+from helpers.testhost import FIRST_MIB, RUNTIME_ADDRESS, HostVM, served_host_keys
 from helpers.tools import X2NESTOS
 
 pytestmark = [
@@ -38,7 +38,6 @@ pytestmark = [
     pytest.mark.timeout(5400),
 ]
 MEMORY = 3072  # the live environment holds its root and the first-boot image in RAM
-FIRST_MIB = "head -c 1048576 /dev/vda | sha256sum"
 MIRROR = "10.0.2.100"  # where host b reaches the test's apt repository
 PHASES = ["probe", "plan", "stage", "loaded", "jumped", "live", "installing", "rebooted"]
 PHASES += ["verified"]

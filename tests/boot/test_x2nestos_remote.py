@@ -24,7 +24,7 @@ import pytest
 from fixtures.testhost.build import HOSTNAME, TOOLS, HostImage, Variant, build_image
 from fixtures.testhost.livepxe import signed_live_pxe
 from helpers.capabilities import require, require_qemu, require_tools
-from helpers.testhost import GATEWAY, RUNTIME_ADDRESS, HostVM
+from helpers.testhost import FIRST_MIB, GATEWAY, RUNTIME_ADDRESS, HostVM
 from helpers.tools import X2NESTOS
 
 pytestmark = [
@@ -124,7 +124,6 @@ def _events(stdout: str) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-FIRST_MIB = "head -c 1048576 /dev/vda | sha256sum"
 UNREACHABLE = "http://127.0.0.1:9/nestos.raw.zst"  # nothing listens there in the live env
 
 

@@ -24,6 +24,7 @@ DHCP_ADDRESS = "10.0.2.15"  # what QEMU's user network leases first
 RUNTIME_ADDRESS = "10.0.2.50/24"  # the runtime-net variant's address (no file on disk has it)
 GATEWAY = "10.0.2.2"
 MAC = "52:54:00:12:34:56"
+FIRST_MIB = "head -c 1048576 /dev/vda | sha256sum"  # the boot disk's boot code and partition table
 FW_CFG_NET = "opt/org.nestos.testhost/net"  # read by the runtime-net variant's oneshot unit
 Command = Union[str, Sequence[str]]
 
